@@ -1,0 +1,240 @@
+"""The case directory: PET (SUV), optional CT, segmentation, clinical.json and optional doses.csv.
+
+A ``Case`` holds every segment as a boolean mask on the PET grid. A segmentation drawn on another grid
+(the CT, say) is resampled onto the PET grid with nearest neighbour.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .clinical import Clinical, read_clinical, write_clinical
+from .errors import InputError
+from .images import (check_pet_suv, find_image, image_from_array, overlaps, read_image, resample_to,
+                     same_grid, voxel_volume_ml, write_image)
+from .segmentation import (STRUCTURE_COLORS, STRUCTURE_TYPE_TAG, SegmentToWrite, read_segmentation,
+                           write_segmentation)
+from .structures import StructureType, parse_structure_type, structure_type_from_name
+
+log = logging.getLogger(__name__)
+
+SEGMENTATION_FILE = "segmentation.seg.nrrd"
+LABELS_FILE = "labels.nii.gz"
+
+
+@dataclass
+class Segment:
+    name: str
+    structure_type: StructureType
+    mask: np.ndarray  # bool (k, j, i) on the PET grid
+    color: tuple[float, float, float]
+
+    @property
+    def n_voxels(self) -> int:
+        return int(np.count_nonzero(self.mask))
+
+
+@dataclass
+class Case:
+    case_id: str
+    pet: sitk.Image
+    pet_array: np.ndarray  # float32 SUV (k, j, i)
+    segments: list[Segment]
+    clinical: Clinical
+    ct: sitk.Image | None = None
+    reference_doses: dict[str, float] | None = None
+    warnings: list[str] = field(default_factory=list)
+    input_files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        return voxel_volume_ml(self.pet)
+
+    def segment(self, name: str) -> Segment:
+        for segment in self.segments:
+            if segment.name == name:
+                return segment
+        raise KeyError(name)
+
+    def ct_on_pet_grid(self) -> np.ndarray | None:
+        if self.ct is None:
+            return None
+        ct = self.ct if same_grid(self.ct, self.pet) else resample_to(self.ct, self.pet, nearest=False,
+                                                                          default=-1000.0)
+        return sitk.GetArrayFromImage(ct).astype(np.float32, copy=False)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _find_segmentation(directory: Path) -> Path | None:
+    for name in (SEGMENTATION_FILE, LABELS_FILE, "labels.nii", "labels.nrrd"):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def read_case(directory: Path, *, require_doses: bool = False,
+              structure_types: dict[str, str] | None = None) -> Case:
+    """Read and validate a case directory. ``structure_types`` overrides the types guessed from names."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError(f"{directory}: case directory not found")
+    warnings: list[str] = []
+    inputs: dict[str, Path] = {}
+
+    pet_path = find_image(directory, "pet")
+    if pet_path is None:
+        if (directory / "pet").is_dir():
+            raise InputError(f"{directory}: PET is a DICOM folder (pet/); convert it to SUV first with "
+                             f"'psmadose suv {directory / 'pet'} --out {directory / 'pet.nrrd'}'")
+        raise InputError(f"{directory}: no PET found; put the PET in SUV as pet.nrrd or pet.nii.gz")
+    pet = read_image(pet_path, "PET")
+    pet_array = check_pet_suv(pet, pet_path)
+    pet = sitk.Cast(pet, sitk.sitkFloat32)
+    inputs["pet"] = pet_path
+
+    ct = None
+    ct_path = find_image(directory, "ct")
+    if ct_path is not None:
+        ct = read_image(ct_path, "CT")
+        if not overlaps(ct, pet):
+            raise InputError(f"{ct_path}: CT does not overlap the PET in space; check that both come from "
+                             "the same study (origins and directions in the headers)")
+        ct_values = sitk.GetArrayViewFromImage(ct)
+        if not np.isfinite(ct_values).all():
+            raise InputError(f"{ct_path}: CT has NaN/infinite voxels; re-export it")
+        low, high = float(ct_values.min()), float(ct_values.max())
+        if low >= 0 and high > 2000:
+            raise InputError(f"{ct_path}: CT values {low:g}..{high:g} look like raw stored values, not HU; "
+                             "apply RescaleSlope/RescaleIntercept (HU = value * slope + intercept)")
+        inputs["ct"] = ct_path
+
+    seg_path = _find_segmentation(directory)
+    if seg_path is None:
+        raise InputError(f"{directory}: no segmentation found; add {SEGMENTATION_FILE} "
+                         f"(or {LABELS_FILE} + labels.json)")
+    inputs["segmentation"] = seg_path
+    segments = _segments_on_pet_grid(seg_path, pet, structure_types or {}, warnings)
+
+    clinical, clinical_warnings = read_clinical(directory / "clinical.json")
+    warnings += clinical_warnings
+    inputs["clinical"] = directory / "clinical.json"
+
+    doses = None
+    doses_path = directory / "doses.csv"
+    if doses_path.is_file():
+        doses = read_doses(doses_path)
+        inputs["doses"] = doses_path
+    elif require_doses:
+        raise InputError(f"{directory}: doses.csv with reference doses is needed for training/evaluation; "
+                         "add it (columns segment,reference_gy_per_gbq) or leave this case out")
+    for message in warnings:
+        log.warning(message)
+    return Case(case_id=directory.name, pet=pet, pet_array=pet_array, segments=segments, clinical=clinical,
+                ct=ct, reference_doses=doses, warnings=warnings, input_files=inputs)
+
+
+def _segments_on_pet_grid(seg_path: Path, pet: sitk.Image, overrides: dict[str, str],
+                          warnings: list[str]) -> list[Segment]:
+    geometry, raw_segments = read_segmentation(seg_path)
+    if not raw_segments:
+        raise InputError(f"{seg_path}: the segmentation holds no segments; draw or import lesion and organ "
+                         "segments")
+    names = [s.name for s in raw_segments]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InputError(f"{seg_path}: duplicate segment name(s) {duplicates}; give every segment a unique name")
+    unknown_overrides = sorted(set(overrides) - set(names))
+    if unknown_overrides:
+        raise InputError(f"structure type given for segment(s) {unknown_overrides} that are not in {seg_path}")
+    resample = not same_grid(geometry, pet)
+    if resample and not overlaps(geometry, pet):
+        raise InputError(f"{seg_path}: the segmentation does not overlap the PET in space; it was drawn on "
+                         "another study or its geometry is wrong")
+    segments = []
+    for raw in raw_segments:
+        if raw.name in overrides:
+            structure_type = parse_structure_type(overrides[raw.name])
+        elif STRUCTURE_TYPE_TAG in raw.tags:
+            structure_type = parse_structure_type(raw.tags[STRUCTURE_TYPE_TAG])
+        else:
+            structure_type = structure_type_from_name(raw.name)
+        if structure_type is None:
+            warnings.append(f"segment {raw.name!r}: structure type not recognised from its name, skipped "
+                            "(name it kidney*, parotid*, submandibular*, lacrimal*, lesion*/tumour*/met*/node*, "
+                            "liver*, spleen*, or set its type)")
+            continue
+        if not raw.mask.any():
+            raise InputError(f"{seg_path}: segment {raw.name!r} is empty; delete it or draw it")
+        mask = raw.mask
+        if resample:
+            mask_image = image_from_array(raw.mask.astype(np.uint8), reference=geometry)
+            mask = sitk.GetArrayFromImage(resample_to(mask_image, pet, nearest=True)).astype(bool)
+            if not mask.any():
+                raise InputError(f"{seg_path}: segment {raw.name!r} lies outside the PET field of view (or is "
+                                 "smaller than a PET voxel); check its position or remove it")
+        color = raw.color or STRUCTURE_COLORS[structure_type.value]
+        segments.append(Segment(raw.name, structure_type, mask, color))
+    return segments
+
+
+def read_doses(path: Path) -> dict[str, float]:
+    doses: dict[str, float] = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or not {"segment", "reference_gy_per_gbq"} <= set(reader.fieldnames):
+            raise InputError(f"{path}: expected columns segment,reference_gy_per_gbq")
+        for row in reader:
+            try:
+                value = float(row["reference_gy_per_gbq"])
+            except (TypeError, ValueError):
+                raise InputError(f"{path}: segment {row['segment']!r} has a non-numeric dose "
+                                 f"{row['reference_gy_per_gbq']!r}") from None
+            if not math.isfinite(value) or value <= 0 or value > 1000:
+                raise InputError(f"{path}: segment {row['segment']!r} dose {value} Gy/GBq is not plausible")
+            doses[row["segment"]] = value
+    return doses
+
+
+def write_doses(path: Path, doses: dict[str, float]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["segment", "reference_gy_per_gbq"])
+        for name, value in doses.items():
+            writer.writerow([name, f"{value:.6g}"])
+
+
+def write_case(directory: Path, *, pet: sitk.Image, segments: list[SegmentToWrite], clinical: Clinical,
+               ct: sitk.Image | None = None, doses: dict[str, float] | None = None,
+               extra_images: dict[str, sitk.Image] | None = None) -> None:
+    """Write a case directory (the directory must exist and be empty or new)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_image(pet, directory / "pet.nrrd")
+    if ct is not None:
+        write_image(ct, directory / "ct.nrrd")
+    write_segmentation(directory / SEGMENTATION_FILE, pet, segments)
+    write_clinical(directory / "clinical.json", clinical)
+    if doses is not None:
+        write_doses(directory / "doses.csv", doses)
+    for name, image in (extra_images or {}).items():
+        write_image(image, directory / f"{name}.nrrd")
+
+
+def default_color(structure_type: StructureType | str) -> tuple[float, float, float]:
+    key = structure_type.value if isinstance(structure_type, StructureType) else structure_type
+    return STRUCTURE_COLORS[key]

@@ -1,0 +1,100 @@
+"""The feature table: one row per recognised segment, identification columns first."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+
+from ..case import Case, read_case
+from ..errors import CancelledError, InputError
+from .patient import burden_features, clinical_features, ratio_features
+from .uptake import segment_uptake
+
+log = logging.getLogger(__name__)
+
+ID_COLUMNS = ("case_id", "segment", "structure_type")
+FEATURE_FAMILIES = ("uptake", "patient", "clinical")
+
+
+def extract_features(case: Case) -> pd.DataFrame:
+    """Features of every segment of a case (reference organs included: they describe the patient)."""
+    spacing_kji = tuple(case.pet.GetSpacing()[::-1])
+    ct = case.ct_on_pet_grid()
+    rows = []
+    for segment in case.segments:
+        row = {"case_id": case.case_id, "segment": segment.name, "structure_type": segment.structure_type.value}
+        row.update(segment_uptake(case.pet_array, segment.mask, spacing_kji, ct))
+        rows.append(row)
+    burden = burden_features(rows)
+    clinical = clinical_features(case.clinical)
+    for row in rows:
+        row.update(ratio_features(row, burden))
+        row.update(burden)
+        row.update(clinical)
+    return pd.DataFrame(rows)
+
+
+def _case_features(args: tuple[str, bool]) -> tuple[pd.DataFrame, dict[str, float] | None]:
+    directory, require_doses = args
+    case = read_case(Path(directory), require_doses=require_doses)
+    frame = extract_features(case)
+    oracle = simulator_oracle(Path(directory))
+    if oracle:
+        frame["oracle_gy_per_gbq"] = frame["segment"].map(oracle)
+    return frame, case.reference_doses
+
+
+def simulator_oracle(directory: Path) -> dict[str, float]:
+    """Oracle doses of a virtual patient (simulation.json), for judging models against the floor."""
+    path = directory / "simulation.json"
+    if not path.is_file():
+        return {}
+    truth = json.loads(path.read_text(encoding="utf-8"))
+    return {s["name"]: s["oracle_gy_per_gbq"] for s in truth.get("structures", []) if s.get("oracle_gy_per_gbq")}
+
+
+def list_cases(cohort: Path) -> list[Path]:
+    cohort = Path(cohort)
+    if not cohort.is_dir():
+        raise InputError(f"{cohort}: cohort directory not found")
+    cases = sorted(p for p in cohort.iterdir() if p.is_dir() and (p / "clinical.json").is_file())
+    if not cases:
+        raise InputError(f"{cohort}: no case directories (folders holding clinical.json) found")
+    return cases
+
+
+def features_for_cases(cases: Sequence[Path], *, require_doses: bool = False, workers: int = 1,
+                       progress: Callable[[int, int], "bool | None"] | None = None) -> pd.DataFrame:
+    """Feature table of many cases, with a ``reference_gy_per_gbq`` column when doses are present."""
+    tasks = [(str(c), require_doses) for c in cases]
+    frames = []
+
+    def collect(result, done):
+        frame, doses = result
+        if doses is not None:
+            frame["reference_gy_per_gbq"] = frame["segment"].map(doses)
+        frames.append(frame)
+        if progress and progress(done, len(tasks)) is False:
+            raise CancelledError("feature extraction cancelled")
+
+    if workers <= 1 or len(tasks) == 1:
+        for n, task in enumerate(tasks, start=1):
+            collect(_case_features(task), n)
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for n, result in enumerate(pool.map(_case_features, tasks, chunksize=4), start=1):
+                collect(result, n)
+    table = pd.concat(frames, ignore_index=True)
+    return table
+
+
+def available_workers(requested: int | None) -> int:
+    if requested is not None and requested < 1:
+        raise InputError(f"--workers must be >= 1, got {requested}")
+    return requested or os.cpu_count() or 1

@@ -1,0 +1,123 @@
+"""Image I/O and geometry through SimpleITK (LPS, numpy arrays are (k, j, i))."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+
+IMAGE_SUFFIXES = (".nrrd", ".nii.gz", ".nii", ".nhdr", ".mha", ".mhd")
+
+
+def find_image(directory: Path, stem: str) -> Path | None:
+    for suffix in IMAGE_SUFFIXES:
+        candidate = Path(directory) / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_image(path: Path, what: str) -> sitk.Image:
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
+        raise InputError(f"{path}: cannot read the {what} image ({first}); write it as NRRD or NIfTI") from None
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{path}: the {what} must be a 3D scalar image, got {image.GetDimension()}D with "
+                         f"{image.GetNumberOfComponentsPerPixel()} component(s)")
+    return image
+
+
+def write_image(image: sitk.Image, path: Path, compress: bool = True) -> None:
+    sitk.WriteImage(image, str(path), useCompression=compress)
+
+
+def image_from_array(array_kji: np.ndarray, reference: sitk.Image | None = None, *,
+                     spacing=None, origin=None, direction=None) -> sitk.Image:
+    image = sitk.GetImageFromArray(array_kji)
+    if reference is not None:
+        image.CopyInformation(reference)
+    else:
+        if spacing is not None:
+            image.SetSpacing([float(s) for s in spacing])
+        if origin is not None:
+            image.SetOrigin([float(o) for o in origin])
+        if direction is not None:
+            image.SetDirection([float(d) for d in np.asarray(direction).ravel()])
+    return image
+
+
+def ijk_to_lps(image: sitk.Image) -> np.ndarray:
+    """4x4 matrix from voxel index (i, j, k) to LPS millimetres."""
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    matrix = np.eye(4)
+    matrix[:3, :3] = direction @ np.diag(image.GetSpacing())
+    matrix[:3, 3] = image.GetOrigin()
+    return matrix
+
+
+def geometry_from_ijk_to_lps(matrix: np.ndarray) -> tuple[tuple, tuple, tuple]:
+    """(spacing, origin, direction) of a 4x4 ijk-to-LPS matrix."""
+    matrix = np.asarray(matrix, dtype=float)
+    columns = matrix[:3, :3]
+    spacing = np.linalg.norm(columns, axis=0)
+    if np.any(spacing <= 0):
+        raise InputError("image geometry has a zero voxel spacing; the file header is corrupt")
+    direction = columns / spacing
+    return tuple(spacing), tuple(matrix[:3, 3]), tuple(direction.ravel())
+
+
+def same_grid(a: sitk.Image, b: sitk.Image, tolerance_mm: float = 1e-3) -> bool:
+    if a.GetSize() != b.GetSize():
+        return False
+    return bool(np.allclose(ijk_to_lps(a), ijk_to_lps(b), atol=tolerance_mm))
+
+
+def physical_bounds(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    """Axis-aligned LPS bounding box of the image's voxel centres, padded by half a voxel."""
+    size = np.array(image.GetSize())
+    corners = np.array([[i, j, k] for i in (-0.5, size[0] - 0.5) for j in (-0.5, size[1] - 0.5)
+                        for k in (-0.5, size[2] - 0.5)])
+    matrix = ijk_to_lps(image)
+    points = corners @ matrix[:3, :3].T + matrix[:3, 3]
+    return points.min(axis=0), points.max(axis=0)
+
+
+def overlaps(a: sitk.Image, b: sitk.Image) -> bool:
+    lo_a, hi_a = physical_bounds(a)
+    lo_b, hi_b = physical_bounds(b)
+    return bool(np.all(lo_a < hi_b) and np.all(lo_b < hi_a))
+
+
+def resample_to(image: sitk.Image, reference: sitk.Image, *, nearest: bool, default: float = 0.0) -> sitk.Image:
+    interpolator = sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear
+    return sitk.Resample(image, reference, sitk.Transform(), interpolator, default, image.GetPixelID())
+
+
+def voxel_volume_ml(image: sitk.Image) -> float:
+    return float(np.prod(image.GetSpacing())) / 1000.0
+
+
+def check_pet_suv(pet: sitk.Image, path: Path) -> np.ndarray:
+    """PET voxels as float32 (k, j, i), checked to look like SUV (g/mL)."""
+    array = sitk.GetArrayFromImage(pet).astype(np.float32, copy=False)
+    finite = np.isfinite(array)
+    if not finite.all():
+        raise InputError(f"{path}: PET has {int((~finite).sum())} NaN/infinite voxels; "
+                         "fill them (e.g. with 0) or re-export the PET")
+    low = float(array.min())
+    if low < 0:
+        raise InputError(f"{path}: PET has negative values (min {low:.3g}); expected SUV >= 0 — "
+                         "clip reconstruction undershoot to 0 or re-export the PET in SUV")
+    high = float(array.max())
+    if high > 1000:
+        raise InputError(f"{path}: PET maximum {high:.4g} is not a plausible SUV (> 1000); "
+                         "it looks like Bq/mL — convert to SUVbw first (psmadose suv)")
+    if high < 0.5:
+        raise InputError(f"{path}: PET maximum {high:.3g} is too low for SUV (g/mL); "
+                         "check the units or the scale factor of the image")
+    return array

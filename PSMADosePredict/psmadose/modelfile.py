@@ -1,0 +1,145 @@
+"""Model files: skops (no pickle), a JSON model card, sha256 verification and explicit trust.
+
+A model directory holds ``model.skops`` and ``model_card.json``. The card records the sha256 of the skops
+file; loading refuses a file whose hash differs (tampered or corrupted). The bundled model's hash is also
+pinned in this module, so it is verified against code, not only against its own card. Any other model
+needs ``trust=True`` (``--trust-model``), and even then skops builds only the types in ALLOWED_TYPES:
+loading never runs code from the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+
+from .errors import InputError
+
+MODEL_FILE = "model.skops"
+CARD_FILE = "model_card.json"
+BUNDLED_MODEL_NAME = "psmadose-virtual-v1"
+# Pinned by `python -m psmadose.train_bundled` (tools/build_bundled_model.sh); checked by tests.
+BUNDLED_MODEL_SHA256 = "UNSET"
+
+ALLOWED_TYPES = sorted({
+    "psmadose.model.DoseModelSet", "psmadose.model.DoseModel", "psmadose.model.PopulationMeanRegressor",
+    "psmadose.model.MixedEffectsRegressor",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn._loss.loss.HalfSquaredError", "sklearn._loss.link.IdentityLink",
+    "sklearn._loss.link.Interval", "sklearn._loss._loss.CyHalfSquaredError",
+    "sklearn.pipeline.Pipeline", "sklearn.impute._base.SimpleImputer", "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.feature_selection._univariate_selection.SelectKBest",
+    "sklearn.feature_selection._univariate_selection.f_regression",
+    "sklearn.linear_model._ridge.RidgeCV", "sklearn.linear_model._ridge._RidgeGCV",
+    "numpy.float64", "numpy.int64", "numpy.dtype", "numpy.ndarray", "builtins.float", "builtins.int",
+    "builtins.str", "builtins.list", "builtins.dict", "builtins.tuple", "builtins.NoneType", "builtins.bool",
+    "numpy.float32", "numpy.uint8", "numpy.uint32", "numpy.int32", "numpy.bool_",
+    "sklearn.utils._bunch.Bunch", "numpy.random.mtrand.RandomState",
+})
+
+
+@dataclass
+class LoadedModel:
+    model_set: object  # DoseModelSet
+    card: dict
+    path: Path
+    sha256: str
+    bundled: bool
+
+    @property
+    def model_id(self) -> str:
+        return self.card.get("model_id", "unknown")
+
+
+def bundled_model_dir() -> Path:
+    return Path(str(files("psmadose") / "models" / BUNDLED_MODEL_NAME))
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def deterministic_skops_bytes(obj) -> bytes:
+    """skops archive with fixed zip timestamps, so the same model gives the same bytes and hash."""
+    import skops.io as sio
+
+    raw = sio.dumps(obj)
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(raw)) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for name in sorted(source.namelist()):
+            info = zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            target.writestr(info, source.read(name))
+    return out.getvalue()
+
+
+def save_model(model_set, card: dict, directory: Path) -> dict:
+    """Write model.skops and model_card.json (with sha256 and model id) into an existing directory."""
+    data = deterministic_skops_bytes(model_set)
+    digest = sha256_bytes(data)
+    card = dict(card)
+    card["sha256"] = digest
+    card.setdefault("model_id", f"{card.get('name', 'psmadose-model')}-{digest[:12]}")
+    card["model_file"] = MODEL_FILE
+    card["format"] = "skops (no pickle); load with psmadose.modelfile.load_model"
+    (Path(directory) / MODEL_FILE).write_bytes(data)
+    (Path(directory) / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return card
+
+
+def load_model(path: Path | None = None, *, trust: bool = False) -> LoadedModel:
+    """Load the bundled model (path None) or a model directory / model.skops path."""
+    import skops.io as sio
+
+    bundled_dir = bundled_model_dir()
+    directory = Path(path) if path is not None else bundled_dir
+    if directory.is_file():
+        directory = directory.parent
+    model_path, card_path = directory / MODEL_FILE, directory / CARD_FILE
+    if not model_path.is_file() or not card_path.is_file():
+        raise InputError(f"{directory}: not a psmadose model directory (needs {MODEL_FILE} and {CARD_FILE}); "
+                         "give the folder written by 'psmadose train'")
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+        if not isinstance(card, dict):
+            raise ValueError("not an object")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{card_path}: model card is not valid JSON ({exc}); the model folder is damaged") from None
+    data = model_path.read_bytes()
+    digest = sha256_bytes(data)
+    if card.get("sha256") != digest:
+        raise InputError(f"{model_path}: sha256 {digest[:12]}... does not match its model card "
+                         f"({str(card.get('sha256'))[:12]}...): the file was modified or corrupted; "
+                         "retrain or restore the model")
+    is_bundled = directory.resolve() == bundled_dir.resolve()
+    if is_bundled and digest != BUNDLED_MODEL_SHA256:
+        raise InputError(f"{model_path}: the bundled model's sha256 differs from the one pinned in psmadose; "
+                         "reinstall psmadose")
+    if not is_bundled and not trust:
+        raise InputError(f"{directory}: this is not the bundled model; loading another model requires explicit "
+                         "trust (--trust-model) — only do that for a model you or your site trained")
+    try:
+        untrusted = sio.get_untrusted_types(data=data)
+    except Exception as exc:  # not a skops archive at all
+        raise InputError(f"{model_path}: not a skops model file ({type(exc).__name__}); "
+                         "give a model written by 'psmadose train'") from None
+    foreign = sorted(set(untrusted) - set(ALLOWED_TYPES))
+    if foreign:
+        raise InputError(f"{model_path}: refuses to load types psmadose does not use ({', '.join(foreign[:3])}"
+                         f"{'...' if len(foreign) > 3 else ''}); this is not a psmadose model")
+    try:
+        model_set = sio.loads(data, trusted=[t for t in untrusted if t in ALLOWED_TYPES])
+    except Exception as exc:
+        raise InputError(f"{model_path}: cannot load the model ({type(exc).__name__}: {exc}); it was written "
+                         "by an incompatible version — retrain it") from None
+    from .model import DoseModelSet
+
+    if not isinstance(model_set, DoseModelSet):
+        raise InputError(f"{model_path}: holds a {type(model_set).__name__}, not a psmadose model set")
+    return LoadedModel(model_set, card, directory, digest, is_bundled)

@@ -1,0 +1,157 @@
+"""Presets and cohort generation: latent patients -> images -> case directories, in parallel."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..case import write_case
+from ..clinical import validate_clinical
+from ..errors import CancelledError, InputError
+from ..outputs import atomic_output_dir
+from ..segmentation import STRUCTURE_COLORS, SegmentToWrite
+from .patient import VirtualPatient, lesion_counts_for_total, sample_patient
+from .render import Grid, render
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], "bool | None"]  # (done, total) -> False to cancel
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    n_patients: int
+    seed: int
+    include_lacrimal: bool = True
+    tracer: str | None = None  # None: drawn per patient from the tracer mix
+    total_lesions: int | None = None  # exact number of tumours over the cohort
+    pet_spacing_mm: tuple[float, float, float] = (4.0, 4.0, 4.0)
+    ct_spacing_mm: tuple[float, float, float] | None = None  # None: CT on the PET grid
+    fixed_patients: bool = False  # the number of patients is part of the preset
+
+
+PRESETS: dict[str, Preset] = {
+    "demo": Preset("demo", "one virtual patient for the demo (18F-DCFPyL, CT on its own 3 mm grid)", 1, 20261124,
+                   tracer="18F-DCFPyL", ct_spacing_mm=(3.0, 3.0, 5.0)),
+    "southampton-poc": Preset(
+        "southampton-poc", "the size of the Southampton proof of concept (SNMMI 2026): 9 patients, 57 tumours, "
+        "36 salivary glands, 18 kidneys", 9, 2026, include_lacrimal=False, tracer="18F-DCFPyL", total_lesions=57,
+        ct_spacing_mm=(3.0, 3.0, 5.0), fixed_patients=True),
+    "training": Preset("training", "training cohort for the bundled model: mixed tracers, 400 patients", 400, 1),
+    "validation": Preset("validation", "held-out cohort (seeds never used in training)", 100, 9001),
+}
+
+
+def _case_segments(patient: VirtualPatient, masks: dict[str, np.ndarray]) -> list[SegmentToWrite]:
+    kinds = {s.name: s.kind for s in patient.structures}
+    return [SegmentToWrite(name, mask, STRUCTURE_COLORS[kinds[name]], kinds[name]) for name, mask in masks.items()]
+
+
+def truth_record(patient: VirtualPatient) -> dict:
+    """The simulator's ground truth for one patient (simulation.json): never read by predict."""
+    record = patient.to_dict()
+    for structure, s in zip(record["structures"], patient.structures):
+        structure["volume_ml"] = s.volume_ml
+    return record
+
+
+def build_case(task: dict) -> dict:
+    """Worker: sample, render and write one patient; returns a summary (runs in a child process)."""
+    preset = PRESETS[task["preset"]]
+    seed_seq = np.random.SeedSequence(entropy=task["seed"], spawn_key=(task["index"],))
+    patient = sample_patient(seed_seq, task["patient_id"], n_lesions=task.get("n_lesions"), tracer=preset.tracer,
+                             include_lacrimal=preset.include_lacrimal)
+    patient.seed = int(seed_seq.generate_state(1)[0])
+    pet_grid = Grid.body(preset.pet_spacing_mm)
+    ct_grid = Grid.body(preset.ct_spacing_mm) if preset.ct_spacing_mm else None
+    rendered = render(patient, pet_grid=pet_grid, ct_grid=ct_grid, spect_times_h=task.get("spect_times_h"))
+    clinical, _ = validate_clinical(patient.clinical, source=f"{task['patient_id']} clinical")
+    segments = _case_segments(patient, rendered.masks)
+    doses = {s.name: s.dose_gy_per_gbq for s in patient.structures if s.segmented and s.dose_gy_per_gbq > 0
+             and s.name in rendered.masks}
+    extra = {f"spect_{int(round(t)):03d}h": image for t, image in rendered.spect.items()}
+    directory = Path(task["out"]) / task["patient_id"]
+    write_case(directory, pet=rendered.pet, ct=rendered.ct, segments=segments, clinical=clinical, doses=doses,
+               extra_images=extra)
+    truth = truth_record(patient)
+    if rendered.spect:
+        truth["spect"] = {"times_h": sorted(rendered.spect), "units": "Bq/mL",
+                          "injected_activity_gbq": patient.clinical["planned_activity_gbq"]}
+    (directory / "simulation.json").write_text(json.dumps(truth, indent=1) + "\n", encoding="utf-8")
+    return {"patient_id": task["patient_id"], "n_lesions": len(patient.lesions),
+            "n_segments": len(segments)}
+
+
+def plan_cohort(preset_name: str, n_patients: int | None, seed: int | None) -> list[dict]:
+    if preset_name not in PRESETS:
+        raise InputError(f"unknown preset {preset_name!r}; use one of: {', '.join(PRESETS)}")
+    preset = PRESETS[preset_name]
+    if n_patients is not None and n_patients <= 0:
+        raise InputError(f"--patients must be a positive number, got {n_patients}")
+    if preset.fixed_patients and n_patients not in (None, preset.n_patients):
+        raise InputError(f"preset {preset_name} has exactly {preset.n_patients} patients; drop --patients")
+    if n_patients is not None and n_patients > 5000:
+        raise InputError(f"--patients {n_patients} is more than 5000; generate cohorts in parts")
+    if seed is not None and seed < 0:
+        raise InputError(f"--seed must be >= 0, got {seed}")
+    n = n_patients or preset.n_patients
+    seed = preset.seed if seed is None else seed
+    counts: list[int | None] = [None] * n
+    if preset.total_lesions is not None:
+        counts = lesion_counts_for_total(np.random.default_rng([seed, 57]), n, preset.total_lesions)
+    width = max(3, len(str(n)))
+    return [{"preset": preset_name, "seed": seed, "index": i, "patient_id": f"vp{i + 1:0{width}d}",
+             "n_lesions": counts[i]} for i in range(n)]
+
+
+def simulate_cohort(out: Path, preset_name: str = "demo", *, n_patients: int | None = None, seed: int | None = None,
+                    spect_times_h: list[float] | None = None, workers: int | None = None, overwrite: bool = False,
+                    progress: Progress | None = None) -> Path:
+    """Write one case directory per virtual patient into ``out`` (atomically) and a cohort.json."""
+    tasks = plan_cohort(preset_name, n_patients, seed)
+    if spect_times_h is not None:
+        if not spect_times_h or any(not (0 < t <= 2000) for t in spect_times_h):
+            raise InputError("--spect-times must be hours after injection in (0, 2000], e.g. 4,24,96")
+    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+    if workers < 1:
+        raise InputError("--workers must be >= 1")
+    from .. import __version__
+
+    with atomic_output_dir(out, overwrite) as tmp:
+        for task in tasks:
+            task["out"] = str(tmp)
+            task["spect_times_h"] = spect_times_h
+        results = []
+        if workers == 1:
+            for task in tasks:
+                results.append(build_case(task))
+                if progress and progress(len(results), len(tasks)) is False:
+                    raise CancelledError("simulation cancelled")
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(build_case, task) for task in tasks]
+                try:
+                    for future in as_completed(futures):
+                        results.append(future.result())
+                        if progress and progress(len(results), len(tasks)) is False:
+                            raise CancelledError("simulation cancelled")
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+        preset = PRESETS[preset_name]
+        cohort = {"preset": asdict(preset), "n_patients": len(tasks), "seed": tasks[0]["seed"],
+                  "n_tumours": sum(r["n_lesions"] for r in results), "psmadose_version": __version__,
+                  "spect_times_h": spect_times_h,
+                  "note": "virtual patients from the psmadose simulator; not clinical data"}
+        (tmp / "cohort.json").write_text(json.dumps(cohort, indent=2) + "\n", encoding="utf-8")
+    return Path(out)

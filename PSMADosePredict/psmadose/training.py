@@ -1,0 +1,115 @@
+"""Training and patient-grouped cross-validation of the dose models, producing a model set and its card."""
+
+from __future__ import annotations
+
+import logging
+import math
+import platform
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import GroupKFold
+
+from .errors import CancelledError, InputError
+from .metrics import coverage, dose_metrics
+from .model import (CANDIDATES, GROUP_STRUCTURE_TYPES, INTERVAL_LEVELS, DoseModel, DoseModelSet, group_features,
+                    select_group, training_domain)
+
+log = logging.getLogger(__name__)
+
+INTENDED_USE = ("Research and teaching; trained on virtual patients; not clinically validated. "
+                "Not for treatment decisions.")
+LIBRARIES = ("numpy", "scipy", "scikit-learn", "pandas", "SimpleITK", "skops", "slicerio", "icrp107-database")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in ("psmadose",) + LIBRARIES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def out_of_fold(rows: pd.DataFrame, group: str, candidate: str, n_splits: int) -> np.ndarray:
+    """Patient-grouped out-of-fold predictions (Gy/GBq) of one candidate."""
+    groups = rows["case_id"].to_numpy()
+    y = rows["reference_gy_per_gbq"].to_numpy(dtype=float)
+    predictions = np.empty(len(rows))
+    for train_idx, test_idx in GroupKFold(n_splits=n_splits).split(rows, y, groups):
+        assert not set(groups[train_idx]) & set(groups[test_idx])  # no patient on both sides
+        model = DoseModel(group, candidate).fit(rows.iloc[train_idx], y[train_idx], groups=groups[train_idx])
+        predictions[test_idx] = model.predict(rows.iloc[test_idx])
+    return predictions
+
+
+def train_models(table: pd.DataFrame, *, n_splits: int = 5, candidates=CANDIDATES,
+                 progress: Callable[[int, int], "bool | None"] | None = None) -> tuple[DoseModelSet, dict]:
+    """Cross-validate every candidate per group, keep the lowest grouped-CV MAPE, refit it on all patients."""
+    if "reference_gy_per_gbq" not in table.columns or table["reference_gy_per_gbq"].isna().all():
+        raise InputError("the cohort has no reference doses (doses.csv in each case); cannot train")
+    n_patients = table["case_id"].nunique()
+    if n_patients < n_splits:
+        raise InputError(f"the cohort has {n_patients} patients; patient-grouped {n_splits}-fold CV needs at least "
+                         f"{n_splits}")
+    models, quantiles, domain, report = {}, {}, {}, {}
+    steps = len(GROUP_STRUCTURE_TYPES) * (len(candidates) + 1)
+    done = 0
+    for group in GROUP_STRUCTURE_TYPES:
+        rows = select_group(table, group)
+        rows = rows[rows["reference_gy_per_gbq"].notna()].reset_index(drop=True)
+        if rows["case_id"].nunique() < n_splits:
+            log.warning("group %s: too few patients with reference doses, no model", group)
+            done += len(candidates) + 1
+            continue
+        y = rows["reference_gy_per_gbq"].to_numpy(dtype=float)
+        cv, oof = {}, {}
+        for candidate in candidates:
+            oof[candidate] = out_of_fold(rows, group, candidate, n_splits)
+            cv[candidate] = dose_metrics(y, oof[candidate])
+            done += 1
+            if progress and progress(done, steps) is False:
+                raise CancelledError("training cancelled")
+        winner = min(cv, key=lambda c: cv[c]["mape"])
+        log_residual = np.log(y) - np.log(oof[winner])
+        quantiles[group] = {}
+        for level in INTERVAL_LEVELS:
+            tail = (1 - level) / 2
+            quantiles[group][f"{int(level * 100)}"] = [float(np.quantile(log_residual, tail)),
+                                                       float(np.quantile(log_residual, 1 - tail))]
+        models[group] = DoseModel(group, winner).fit(rows, y, groups=rows["case_id"].to_numpy())
+        domain[group] = training_domain(rows, group)
+        done += 1
+        if progress and progress(done, steps) is False:
+            raise CancelledError("training cancelled")
+        entry = {"n": len(rows), "n_patients": int(rows["case_id"].nunique()), "selected": winner,
+                 "cv": cv, **{k: v for k, v in cv[winner].items() if k != "n"},
+                 "baseline_mape": cv.get("population_mean", {}).get("mape", math.nan)}
+        if "oracle_gy_per_gbq" in rows and rows["oracle_gy_per_gbq"].notna().all():
+            entry["oracle_mape"] = dose_metrics(y, rows["oracle_gy_per_gbq"].to_numpy(dtype=float))["mape"]
+        for level in INTERVAL_LEVELS:
+            key = f"{int(level * 100)}"
+            lo, hi = quantiles[group][key]
+            entry[f"coverage_{key}_cv"] = coverage(y, oof[winner] * math.exp(lo), oof[winner] * math.exp(hi))
+        report[group] = entry
+    if not models:
+        raise InputError("no structure group has enough patients with reference doses to train a model")
+    model_set = DoseModelSet(models, quantiles, domain, feature_families=["uptake", "patient", "clinical"])
+    card = {
+        "intended_use": INTENDED_USE,
+        "feature_families": model_set.feature_families,
+        "features": {g: group_features(g) for g in models},
+        "selected": {g: report[g]["selected"] for g in report},
+        "metrics": report,
+        "metrics_note": (f"patient-grouped {n_splits}-fold cross-validation on the training cohort (virtual "
+                         "patients); MAPE/MAE/R2 on Gy/GBq; oracle_mape = accuracy a perfect model could reach "
+                         "given the simulator's unobservable PET-to-therapy discordance"),
+        "settings": {"cv": f"GroupKFold(n_splits={n_splits}) by patient", "candidates": list(candidates),
+                     "target": "log(Gy/GBq), back-transformed (conditional median)",
+                     "intervals": "empirical quantiles of out-of-fold log residuals of the selected model"},
+        "library_versions": library_versions(),
+    }
+    return model_set, card
