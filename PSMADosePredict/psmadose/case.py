@@ -18,10 +18,24 @@ import SimpleITK as sitk
 
 from .clinical import Clinical, read_clinical, write_clinical
 from .errors import InputError
-from .images import (check_pet_suv, find_image, image_from_array, overlaps, read_image, resample_to,
-                     same_grid, voxel_volume_ml, write_image)
-from .segmentation import (STRUCTURE_COLORS, STRUCTURE_TYPE_TAG, SegmentToWrite, read_segmentation,
-                           write_segmentation)
+from .images import (
+    check_pet_suv,
+    find_image,
+    image_from_array,
+    overlaps,
+    read_image,
+    resample_to,
+    same_grid,
+    voxel_volume_ml,
+    write_image,
+)
+from .segmentation import (
+    STRUCTURE_COLORS,
+    STRUCTURE_TYPE_TAG,
+    SegmentToWrite,
+    read_segmentation,
+    write_segmentation,
+)
 from .structures import StructureType, parse_structure_type, structure_type_from_name
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 JOULE_PER_MEV = 1.602176634e-13  # exact, SI 2019
 ELECTRON_EMISSIONS = ("beta-", "IE", "auger")
@@ -35,7 +35,7 @@ class DecayData:
         return self.electron_energy_mev * JOULE_PER_MEV * 1e6 * 3600.0 * 1000.0
 
 
-@lru_cache(maxsize=None)
+@cache
 def decay_data(nuclide: str = "Lu-177") -> DecayData:
     from icrp107_database import get_icrp107_spectrum
 

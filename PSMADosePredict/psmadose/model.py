@@ -211,8 +211,10 @@ class DoseModelSet:
     """The fitted models of all groups plus what prediction needs besides them: interval quantiles of the
     log residuals (from patient-grouped out-of-fold predictions) and the training domain."""
 
-    def __init__(self, models: dict, interval_log_quantiles: dict, domain: dict, feature_families: list):
+    def __init__(self, models: dict, interval_log_quantiles: dict, domain: dict, feature_families: list,
+                 population_means: dict | None = None):
         self.models = models  # group -> DoseModel
+        self.population_means = population_means or {}  # structure type -> training mean Gy/GBq (baseline)
         self.interval_log_quantiles = interval_log_quantiles  # group -> {"80": [lo, hi], "90": [lo, hi]}
         self.domain = domain  # group -> {"tracers": [...], "ranges": {feature: [min, max]}, "nan_seen": [...]}
         self.feature_families = feature_families

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import zipfile
 from dataclasses import dataclass
 from importlib.resources import files
@@ -72,10 +73,23 @@ def deterministic_skops_bytes(obj) -> bytes:
     raw = sio.dumps(obj)
     out = io.BytesIO()
     with zipfile.ZipFile(io.BytesIO(raw)) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
-        for name in sorted(source.namelist()):
+        schema = source.read("schema.json").decode("utf-8")
+        # skops names array files after id(): rename them in order of first reference in the schema.
+        names = list(dict.fromkeys(re.findall(r'"([0-9]+\.npy)"', schema)))
+        renamed = {name: f"{index:05d}.npy" for index, name in enumerate(names)}
+        schema = re.sub(r'"([0-9]+\.npy)"', lambda m: f'"{renamed[m.group(1)]}"', schema)
+        # "__id__" (object identity for shared references) is id() too: renumber, keeping equalities.
+        ids = {value: str(index + 1) for index, value in
+               enumerate(dict.fromkeys(re.findall(r'"__id__": ([0-9]+)', schema)))}
+        schema = re.sub(r'"__id__": ([0-9]+)', lambda m: f'"__id__": {ids[m.group(1)]}', schema)
+        entries = {"schema.json": schema.encode("utf-8")}
+        for name in source.namelist():
+            if name != "schema.json":
+                entries[renamed.get(name, name)] = source.read(name)
+        for name in sorted(entries):
             info = zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
-            target.writestr(info, source.read(name))
+            target.writestr(info, entries[name])
     return out.getvalue()
 
 

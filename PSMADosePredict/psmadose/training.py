@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import platform
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,8 +16,16 @@ from sklearn.model_selection import GroupKFold
 
 from .errors import CancelledError, InputError
 from .metrics import coverage, dose_metrics
-from .model import (CANDIDATES, GROUP_STRUCTURE_TYPES, INTERVAL_LEVELS, DoseModel, DoseModelSet, group_features,
-                    select_group, training_domain)
+from .model import (
+    CANDIDATES,
+    GROUP_STRUCTURE_TYPES,
+    INTERVAL_LEVELS,
+    DoseModel,
+    DoseModelSet,
+    group_features,
+    select_group,
+    training_domain,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +57,7 @@ def out_of_fold(rows: pd.DataFrame, group: str, candidate: str, n_splits: int) -
 
 
 def train_models(table: pd.DataFrame, *, n_splits: int = 5, candidates=CANDIDATES,
-                 progress: Callable[[int, int], "bool | None"] | None = None) -> tuple[DoseModelSet, dict]:
+                 progress: Callable[[int, int], bool | None] | None = None) -> tuple[DoseModelSet, dict]:
     """Cross-validate every candidate per group, keep the lowest grouped-CV MAPE, refit it on all patients."""
     if "reference_gy_per_gbq" not in table.columns or table["reference_gy_per_gbq"].isna().all():
         raise InputError("the cohort has no reference doses (doses.csv in each case); cannot train")
@@ -97,7 +107,12 @@ def train_models(table: pd.DataFrame, *, n_splits: int = 5, candidates=CANDIDATE
         report[group] = entry
     if not models:
         raise InputError("no structure group has enough patients with reference doses to train a model")
-    model_set = DoseModelSet(models, quantiles, domain, feature_families=["uptake", "patient", "clinical"])
+    labelled = table[table["reference_gy_per_gbq"].notna()]
+    means = labelled.groupby("structure_type")["reference_gy_per_gbq"].mean()
+    population_means = {t: float(v) for t, v in means.items()
+                        if any(t in types for types in GROUP_STRUCTURE_TYPES.values())}
+    model_set = DoseModelSet(models, quantiles, domain, feature_families=["uptake", "patient", "clinical"],
+                             population_means=population_means)
     card = {
         "intended_use": INTENDED_USE,
         "feature_families": model_set.feature_families,
@@ -113,3 +128,36 @@ def train_models(table: pd.DataFrame, *, n_splits: int = 5, candidates=CANDIDATE
         "library_versions": library_versions(),
     }
     return model_set, card
+
+
+def cohort_description(cohort: Path) -> dict:
+    info = {"directory": Path(cohort).name}
+    cohort_json = Path(cohort) / "cohort.json"
+    if cohort_json.is_file():
+        meta = json.loads(cohort_json.read_text(encoding="utf-8"))
+        info.update({"preset": meta.get("preset", {}).get("name"), "seed": meta.get("seed"),
+                     "simulator_version": meta.get("psmadose_version"), "note": meta.get("note")})
+    return info
+
+
+def train_command(cohort: Path, out: Path, *, workers: int | None = None, overwrite: bool = False,
+                  name: str = "psmadose-model", progress=None) -> dict:
+    """psmadose train: features of every case, grouped CV, the winners refitted, model + card written."""
+    from .features.table import available_workers, features_for_cases, list_cases
+    from .modelfile import save_model
+    from .outputs import atomic_output_dir, check_output_dir
+
+    check_output_dir(out, overwrite)
+    cases = list_cases(cohort)
+    table = features_for_cases(cases, require_doses=True, workers=available_workers(workers), progress=progress)
+    model_set, card = train_models(table, progress=progress)
+    card["name"] = name
+    description = cohort_description(cohort)
+    description.update({"n_patients": int(table["case_id"].nunique()),
+                        "n_segments": {g: int(m["n"]) for g, m in card["metrics"].items()},
+                        "data": "virtual patients (psmadose simulator)" if description.get("preset")
+                        else "site data (see the cohort)"})
+    card["trained_on"] = description
+    with atomic_output_dir(out, overwrite) as tmp:
+        card = save_model(model_set, card, tmp)
+    return card

@@ -70,7 +70,7 @@ def list_cases(cohort: Path) -> list[Path]:
 
 
 def features_for_cases(cases: Sequence[Path], *, require_doses: bool = False, workers: int = 1,
-                       progress: Callable[[int, int], "bool | None"] | None = None) -> pd.DataFrame:
+                       progress: Callable[[int, int], bool | None] | None = None) -> pd.DataFrame:
     """Feature table of many cases, with a ``reference_gy_per_gbq`` column when doses are present."""
     tasks = [(str(c), require_doses) for c in cases]
     frames = []

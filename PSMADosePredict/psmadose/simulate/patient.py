@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..lu177 import decay_data, self_dose_gy, time_integrated_activity_mono_exp
-from .parameters import P, TRACER_RELATIVE_UPTAKE, TRACER_UPTAKE_TIME_MIN
+from .parameters import TRACER_RELATIVE_UPTAKE, TRACER_UPTAKE_TIME_MIN, P
 
 TRACERS = ("18F-DCFPyL", "18F-PSMA-1007", "68Ga-PSMA-11")
 TISSUE_DENSITY_G_PER_ML = 1.04  # ICRU 44 soft tissue

@@ -14,7 +14,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from .parameters import LU_BACKGROUND, P
-from .patient import Structure, VirtualPatient
+from .patient import VirtualPatient
 
 # Tissue classes of the label map used to paint PET and CT.
 AIR, SOFT, FAT, LUNG, BLOOD, BONE, ORGAN, LESION = range(8)
@@ -28,7 +28,7 @@ class Grid:
 
     @staticmethod
     def body(spacing_mm: tuple[float, float, float] = (4.0, 4.0, 4.0),
-             extent_mm: tuple[float, float, float] = (400.0, 288.0, 820.0)) -> "Grid":
+             extent_mm: tuple[float, float, float] = (400.0, 288.0, 820.0)) -> Grid:
         size = tuple(int(round(e / s)) for e, s in zip(extent_mm, spacing_mm))
         origin = (-(size[0] - 1) * spacing_mm[0] / 2, -(size[1] - 1) * spacing_mm[1] / 2, 0.0)
         return Grid(size, tuple(spacing_mm), origin)

@@ -1,0 +1,65 @@
+"""Batch prediction over a folder of cases: one output folder per case and a summary CSV.
+
+A case that fails with bad input is reported in the summary and does not stop the others.
+"""
+
+from __future__ import annotations
+
+import csv
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from .errors import CancelledError, InputError
+from .features.table import available_workers, list_cases
+from .outputs import atomic_output_dir, check_output_dir
+
+
+def _predict_one(task: tuple[str, str, str | None, bool]) -> dict:
+    from .case import read_case
+    from .modelfile import load_model
+    from .predict import predict_case, write_prediction
+
+    case_dir, out_dir, model_path, trust = task
+    try:
+        loaded = load_model(Path(model_path) if model_path else None, trust=trust)
+        case = read_case(Path(case_dir))
+        result = predict_case(case, loaded)
+        Path(out_dir).mkdir()
+        write_prediction(Path(out_dir), case, result, loaded)
+        return {"case_id": Path(case_dir).name, "status": "ok", "n_segments": len(result.predictions),
+                "message": "; ".join(result.warnings)}
+    except InputError as exc:
+        return {"case_id": Path(case_dir).name, "status": "error", "n_segments": 0, "message": str(exc)}
+
+
+def run_batch(cases: Path, out: Path, *, model_path: Path | None = None, trust_model: bool = False,
+              workers: int | None = None, overwrite: bool = False, progress=None) -> dict:
+    from .modelfile import load_model
+
+    check_output_dir(out, overwrite)
+    load_model(model_path, trust=trust_model)  # fail once, early, on a bad model
+    case_dirs = list_cases(cases)
+    workers = min(available_workers(workers), len(case_dirs))
+    with atomic_output_dir(out, overwrite) as tmp:
+        tasks = [(str(c), str(tmp / c.name), str(model_path) if model_path else None, trust_model) for c in case_dirs]
+        results = []
+        if workers <= 1:
+            iterator = map(_predict_one, tasks)
+            pool = None
+        else:
+            pool = ProcessPoolExecutor(max_workers=workers)
+            iterator = pool.map(_predict_one, tasks)
+        try:
+            for result in iterator:
+                results.append(result)
+                if progress and progress(len(results), len(tasks)) is False:
+                    raise CancelledError("batch cancelled")
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+        with open(tmp / "batch_summary.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["case_id", "status", "n_segments", "message"])
+            writer.writeheader()
+            writer.writerows(results)
+    failed = sum(r["status"] != "ok" for r in results)
+    return {"succeeded": len(results) - failed, "failed": failed}

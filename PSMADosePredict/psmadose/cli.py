@@ -1,0 +1,306 @@
+"""The ``psmadose`` command line (the one place that writes to the terminal).
+
+Exit codes: 0 success; 2 bad input or usage (one line ``error: ...`` on stderr); 1 unexpected internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .errors import CancelledError, InputError
+
+log = logging.getLogger("psmadose")
+BANNER = ("Research and teaching software: model trained on virtual patients, not clinically validated. "
+          "Not for treatment decisions.")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, as every other bad input
+        sys.stderr.write(f"error: {message} (see '{self.prog} --help')\n")
+        raise SystemExit(2)
+
+
+class _Progress:
+    """tqdm progress bar as a core progress callback (None when output is not a terminal)."""
+
+    def __init__(self, description: str):
+        self.description = description
+        self.bar = None
+
+    def __call__(self, done: int, total: int):
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.description, unit="step", file=sys.stderr, disable=None)
+        self.bar.n = done
+        self.bar.refresh()
+        return True
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    return value
+
+
+def _hours_list(text: str) -> list[float]:
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of hours, e.g. 4,24,96") from None
+
+
+def format_table(rows: list[dict], activity_gbq: float, cycles: int) -> str:
+    header = (f"{'segment':<22}{'type':<14}{'vol mL':>8}{'SUVmean':>8}{'Gy/GBq':>8}{'Gy/cyc':>8}{'Gy total':>9}"
+              f"  {'80% interval Gy/GBq':<20}flag")
+    lines = [f"Predicted absorbed doses at {activity_gbq:g} GBq per cycle x {cycles} cycles", header,
+             "-" * len(header)]
+    for r in rows:
+        interval = f"{r['interval_80_low_gy_per_gbq']:.2f}-{r['interval_80_high_gy_per_gbq']:.2f}"
+        flag = "" if r["in_domain"] else "out of domain"
+        lines.append(f"{r['segment']:<22}{r['structure_type']:<14}{r['volume_ml']:>8.1f}{r['suv_mean']:>8.2f}"
+                     f"{r['predicted_gy_per_gbq']:>8.2f}{r['predicted_gy']:>8.2f}{r['predicted_gy_cumulative']:>9.1f}"
+                     f"  {interval:<20}{flag}")
+    return "\n".join(lines)
+
+
+def cmd_simulate(args) -> int:
+    from .simulate.cohort import simulate_cohort
+
+    progress = _Progress("simulating")
+    try:
+        simulate_cohort(args.out, args.preset, n_patients=args.patients, seed=args.seed,
+                        spect_times_h=args.spect_times, workers=args.workers, overwrite=args.overwrite,
+                        progress=progress)
+    finally:
+        progress.close()
+    print(f"wrote virtual patients to {args.out}")
+    return 0
+
+
+def cmd_calibration(args) -> int:
+    from .simulate.calibration import format_calibration, run_calibration
+
+    if args.patients < 50:
+        raise InputError("--patients must be at least 50 for a meaningful calibration")
+    result = run_calibration(args.patients, args.seed)
+    print(format_calibration(result))
+    return 0 if all(c.passed for c in result["checks"]) else 1
+
+
+def cmd_features(args) -> int:
+    from .case import read_case
+    from .features import extract_features
+    from .outputs import atomic_output_file
+
+    table = extract_features(read_case(args.case))
+    with atomic_output_file(Path(args.out), overwrite=True) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    print(f"wrote {len(table)} segments x {table.shape[1] - 3} features to {args.out}")
+    return 0
+
+
+def _print_prediction(result, out: Path) -> None:
+    print(BANNER)
+    print(format_table(result.rows(), result.activity_gbq, result.cycles))
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"model {result.provenance['model_id']}; outputs in {out} (doses.csv, doses.json, "
+          "dose_segmentation.seg.nrrd, report.html)")
+
+
+def cmd_predict(args) -> int:
+    from .predict import run_predict
+
+    result = run_predict(args.case, args.out, activity_gbq=args.activity_gbq, model_path=args.model,
+                         trust_model=args.trust_model, overwrite=args.overwrite)
+    _print_prediction(result, args.out)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    import tempfile
+
+    from .case import read_case
+    from .modelfile import load_model
+    from .outputs import atomic_output_dir
+    from .predict import predict_case, write_prediction
+    from .simulate.cohort import simulate_cohort
+
+    loaded = load_model(None)
+    with atomic_output_dir(args.out, args.overwrite) as tmp:
+        with tempfile.TemporaryDirectory() as scratch:
+            cohort = Path(scratch) / "cohort"
+            simulate_cohort(cohort, "demo", workers=1)
+            (tmp / "virtual_patient").mkdir()
+            case_dir = cohort / "vp001"
+            import shutil
+
+            shutil.copytree(case_dir, tmp / "virtual_patient", dirs_exist_ok=True)
+        case = read_case(tmp / "virtual_patient")
+        result = predict_case(case, loaded)
+        (tmp / "prediction").mkdir()
+        write_prediction(tmp / "prediction", case, result, loaded)
+    _print_prediction(result, Path(args.out) / "prediction")
+    reference = case.reference_doses or {}
+    if reference:
+        print("virtual patient's ground truth (simulator) vs prediction, Gy/GBq:")
+        for row in result.rows():
+            if row["segment"] in reference:
+                ref = reference[row["segment"]]
+                print(f"  {row['segment']:<22} truth {ref:6.2f}  predicted {row['predicted_gy_per_gbq']:6.2f}  "
+                      f"error {100 * (row['predicted_gy_per_gbq'] - ref) / ref:+5.0f}%")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .training import train_command
+
+    progress = _Progress("training")
+    try:
+        card = train_command(args.cohort, args.out, workers=args.workers, overwrite=args.overwrite,
+                             name=args.name, progress=progress)
+    finally:
+        progress.close()
+    print(f"model {card['model_id']} written to {args.out}")
+    for group, m in card["metrics"].items():
+        print(f"  {group:<9} {m['selected']:<16} grouped-CV MAPE {100 * m['mape']:5.1f}%  "
+              f"(population mean {100 * m['baseline_mape']:5.1f}%"
+              + (f", oracle floor {100 * m['oracle_mape']:5.1f}%" if "oracle_mape" in m else "") + ")")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluation import evaluate_command
+
+    progress = _Progress("evaluating")
+    try:
+        metrics = evaluate_command(args.cohort, args.out, model_path=args.model, trust_model=args.trust_model,
+                                   workers=args.workers, overwrite=args.overwrite, progress=progress)
+    finally:
+        progress.close()
+    for kind, m in metrics.items():
+        if isinstance(m, dict) and "mape" in m:
+            print(f"  {kind:<14} n={m['n']:<5} MAPE {100 * m['mape']:5.1f}%  baseline {100 * m['baseline_mape']:5.1f}%"
+                  f"  R2 {m['r2']:.2f}  coverage80 {m['coverage_80']:.2f}  coverage90 {m['coverage_90']:.2f}")
+    print(f"wrote {args.out}/metrics.json and report.html (measured on the cohort given: {args.cohort})")
+    return 0
+
+
+def cmd_batch(args) -> int:
+    from .batch import run_batch
+
+    progress = _Progress("predicting")
+    try:
+        summary = run_batch(args.cases, args.out, model_path=args.model, trust_model=args.trust_model,
+                            workers=args.workers, overwrite=args.overwrite, progress=progress)
+    finally:
+        progress.close()
+    print(f"{summary['succeeded']} case(s) predicted, {summary['failed']} failed; see {args.out}/batch_summary.csv")
+    return 0 if summary["failed"] == 0 else 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="psmadose", description="Pre-therapy prediction of 177Lu-PSMA absorbed doses. " + BANNER)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("demo", help="virtual sample patient -> prediction -> report (no network)")
+    p.add_argument("--out", type=Path, default=Path("psmadose-demo"))
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("simulate", help="write virtual patients (case directories)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--preset", default="demo", help="demo, southampton-poc, training, validation")
+    p.add_argument("--patients", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--spect-times", type=_hours_list, default=None, metavar="H,H,...",
+                   help="also write post-therapy SPECT at these hours, e.g. 4,24,96")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("calibration", help="print the simulator's calibration against published figures")
+    p.add_argument("--patients", type=int, default=300)
+    p.add_argument("--seed", type=int, default=12345)
+    p.set_defaults(func=cmd_calibration)
+
+    p = sub.add_parser("features", help="feature table of one case")
+    p.add_argument("case", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--no-radiomics", action="store_true", help="uptake and clinical features only (the default "
+                   "until radiomics are installed)")
+    p.set_defaults(func=cmd_features)
+
+    for name, func, helptext in (("predict", cmd_predict, "predict doses for one case"),):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("case", type=Path)
+        p.add_argument("--out", type=Path, required=True)
+        p.add_argument("--activity-gbq", type=_positive_float, default=None,
+                       help="activity per cycle (default: planned_activity_gbq of clinical.json)")
+        p.add_argument("--model", type=Path, default=None, help="model directory (default: the bundled model)")
+        p.add_argument("--trust-model", action="store_true", help="allow a model other than the bundled one")
+        p.add_argument("--overwrite", action="store_true")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("train", help="train dose models on a cohort with reference doses")
+    p.add_argument("cohort", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--name", default="psmadose-model")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a model on a cohort with reference doses")
+    p.add_argument("cohort", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--model", type=Path, default=None)
+    p.add_argument("--trust-model", action="store_true")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("batch", help="predict every case of a folder")
+    p.add_argument("cases", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--model", type=Path, default=None)
+    p.add_argument("--trust-model", action="store_true")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_batch)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        return args.func(args)
+    except InputError as exc:
+        sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
+        return 2
+    except (CancelledError, KeyboardInterrupt):
+        sys.stderr.write("error: cancelled; nothing was written\n")
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        sys.stderr.write(f"error: internal error ({type(exc).__name__}: {exc}); rerun with --debug and report it\n")
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
