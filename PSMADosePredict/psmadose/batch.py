@@ -6,6 +6,7 @@ A case that fails with bad input is reported in the summary and does not stop th
 from __future__ import annotations
 
 import csv
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -20,16 +21,25 @@ def _predict_one(task: tuple[str, str, str | None, bool]) -> dict:
     from .predict import predict_case, write_prediction
 
     case_dir, out_dir, model_path, trust = task
+    case_id = Path(case_dir).name
+    staging = Path(out_dir).with_name(f".{case_id}.partial")
     try:
         loaded = load_model(Path(model_path) if model_path else None, trust=trust)
         case = read_case(Path(case_dir))
         result = predict_case(case, loaded)
-        Path(out_dir).mkdir()
-        write_prediction(Path(out_dir), case, result, loaded)
-        return {"case_id": Path(case_dir).name, "status": "ok", "n_segments": len(result.predictions),
+        staging.mkdir()
+        write_prediction(staging, case, result, loaded)
+        staging.rename(out_dir)  # a case folder appears only when complete
+        return {"case_id": case_id, "status": "ok", "n_segments": len(result.predictions),
                 "message": "; ".join(result.warnings)}
     except InputError as exc:
-        return {"case_id": Path(case_dir).name, "status": "error", "n_segments": 0, "message": str(exc)}
+        return {"case_id": case_id, "status": "error", "n_segments": 0, "message": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - one broken case must not stop the cohort
+        return {"case_id": case_id, "status": "internal error", "n_segments": 0,
+                "message": f"{type(exc).__name__}: {exc}"}
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def run_batch(cases: Path, out: Path, *, model_path: Path | None = None, trust_model: bool = False,

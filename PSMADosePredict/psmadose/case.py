@@ -203,6 +203,10 @@ def _segments_on_pet_grid(seg_path: Path, pet: sitk.Image, overrides: dict[str, 
                                  "smaller than a PET voxel); check its position or remove it")
         color = raw.color or STRUCTURE_COLORS[structure_type.value]
         segments.append(Segment(raw.name, structure_type, mask, color))
+    if not segments:  # fail here, before read_case logs one 'skipped' warning per segment (one error line)
+        raise InputError(f"{seg_path}: no segment has a recognised structure type ({', '.join(names[:4])}"
+                         f"{', ...' if len(names) > 4 else ''}); name segments kidney*, parotid*, submandibular*, "
+                         "lacrimal*, lesion*/tumour*/met*/node* or set their types")
     return segments
 
 

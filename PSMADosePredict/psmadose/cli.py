@@ -23,6 +23,25 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+class _HeldWarnings(logging.Handler):
+    """Collects log records; ``release`` writes them to stderr as 'warning: ...' lines."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        if record.levelno < logging.WARNING:  # progress details (-v) are shown at once
+            sys.stderr.write(f"{record.levelname.lower()}: {record.getMessage()}\n")
+        else:
+            self.records.append(record)
+
+    def release(self):
+        for record in self.records:
+            sys.stderr.write(f"{record.levelname.lower()}: {' '.join(record.getMessage().split())}\n")
+        self.records.clear()
+
+
 class _Progress:
     """tqdm progress bar as a core progress callback (None when output is not a terminal)."""
 
@@ -112,8 +131,6 @@ def cmd_features(args) -> int:
 def _print_prediction(result, out: Path) -> None:
     print(BANNER)
     print(format_table(result.rows(), result.activity_gbq, result.cycles))
-    for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
     print(f"model {result.provenance['model_id']}; outputs in {out} (doses.csv, doses.json, "
           "dose_segmentation.seg.nrrd, report.html)")
 
@@ -211,6 +228,9 @@ def cmd_batch(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="psmadose", description="Pre-therapy prediction of 177Lu-PSMA absorbed doses. " + BANNER)
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"psmadose {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -285,10 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Warnings are held back until the command succeeds: a failing command prints exactly one error line.
+    held = _HeldWarnings()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s: %(message)s", stream=sys.stderr)
+                        format="%(levelname)s: %(message)s", stream=sys.stderr, handlers=[held])
     try:
-        return args.func(args)
+        status = args.func(args)
+        held.release()
+        return status
     except InputError as exc:
         sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
         return 2

@@ -24,7 +24,7 @@ MODEL_FILE = "model.skops"
 CARD_FILE = "model_card.json"
 BUNDLED_MODEL_NAME = "psmadose-virtual-v1"
 # Pinned by `python -m psmadose.train_bundled` (tools/build_bundled_model.sh); checked by tests.
-BUNDLED_MODEL_SHA256 = "UNSET"
+BUNDLED_MODEL_SHA256 = "e0acedd465be687f209e4eb2c685f4f9464e364feff49d342516f2cf4aae4058"
 
 ALLOWED_TYPES = sorted({
     "psmadose.model.DoseModelSet", "psmadose.model.DoseModel", "psmadose.model.PopulationMeanRegressor",

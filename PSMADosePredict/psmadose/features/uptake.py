@@ -19,19 +19,25 @@ PEAK_RADIUS_MM = (3.0 * PEAK_SPHERE_ML * 1000.0 / (4.0 * math.pi)) ** (1.0 / 3.0
 
 
 @lru_cache(maxsize=16)
-def peak_kernel(spacing_kji: tuple[float, float, float], supersample: int = 7) -> np.ndarray:
-    """Weights of a 1 mL sphere on a voxel grid (sum 1), from the sub-voxel fraction inside the sphere."""
+def peak_kernel(spacing_kji: tuple[float, float, float], supersample: int = 21) -> np.ndarray:
+    """Weights of a 1 mL sphere on a voxel grid (sum 1), from the sub-voxel fraction inside the sphere.
+
+    Computed one kernel slab at a time so that fine supersampling stays small in memory at any voxel size.
+    """
     half = [int(math.ceil(PEAK_RADIUS_MM / s + 0.5)) for s in spacing_kji]
     offsets = (np.arange(supersample) + 0.5) / supersample - 0.5
     axes = []
     for n, s in zip(half, spacing_kji):
         centres = np.arange(-n, n + 1) * s
-        axes.append((centres[:, None] + offsets[None, :] * s).ravel())
-    z, y, x = np.meshgrid(*axes, indexing="ij")
-    inside = (x**2 + y**2 + z**2 <= PEAK_RADIUS_MM**2).astype(np.float64)
+        axes.append(centres[:, None] + offsets[None, :] * s)  # (voxels, samples) positions along the axis
     shape = [2 * n + 1 for n in half]
-    fraction = inside.reshape(shape[0], supersample, shape[1], supersample, shape[2], supersample).mean(
-        axis=(1, 3, 5))
+    fraction = np.empty(shape)
+    y2 = axes[1][:, :, None, None] ** 2
+    x2 = axes[2][None, None, :, :] ** 2
+    for k in range(shape[0]):
+        z2 = axes[0][k][:, None, None, None, None] ** 2
+        inside = (z2 + y2[None] + x2[None]) <= PEAK_RADIUS_MM**2  # (sz, ny, sy, nx, sx)
+        fraction[k] = inside.mean(axis=(0, 2, 4))
     return fraction / fraction.sum()
 
 

@@ -106,15 +106,15 @@ def _organ(name, kind, centre, volume_ml, base_axes, rng, segmented=True, jitter
 
 
 # Lesion sites: (site, weight within bone/node, centre LPS mm, half-extent of the placement box mm)
-BONE_SITES = (("spine", 0.55, (0, 60, 400), (12, 12, 230)),
-              ("pelvis_left", 0.2, (95, 35, 170), (18, 35, 35)),
-              ("pelvis_right", 0.2, (-95, 35, 170), (18, 35, 35)),
+BONE_SITES = (("spine", 0.55, (0, 60, 385), (12, 12, 210)),
+              ("pelvis_left", 0.2, (88, 35, 170), (12, 35, 35)),
+              ("pelvis_right", 0.2, (-88, 35, 170), (12, 35, 35)),
               ("sternum", 0.05, (0, -75, 520), (8, 6, 60)))
 NODE_SITES = (("pelvic_left", 0.25, (60, 0, 140), (20, 25, 35)),
               ("pelvic_right", 0.25, (-60, 0, 140), (20, 25, 35)),
               ("paraaortic", 0.3, (0, 25, 300), (35, 12, 70)),
               ("mediastinal", 0.12, (0, 10, 540), (25, 25, 40)),
-              ("supraclavicular", 0.08, (0, 20, 635), (60, 15, 10)))
+              ("supraclavicular", 0.08, (0, 20, 605), (65, 15, 8)))
 
 
 def _place_lesion(rng, volume_ml, structures, bone_fraction):
@@ -170,7 +170,9 @@ def sample_patient(seed_sequence: np.random.SeedSequence, patient_id: str, *, n_
     weight = float(np.clip(_lognormal(rng, "weight_kg"), 50, 140))
     height = float(np.clip(rng.normal(P["height_cm"].value, P["height_cm"].spread), 155, 200))
     scale_lr = (weight / REFERENCE_WEIGHT_KG) ** 0.45
-    body = {"torso_lr_mm": 165.0 * scale_lr, "torso_ap_mm": 110.0 * scale_lr ** 1.1,
+    # Organ positions are fixed in mm, so the torso shrinks less than weight alone would suggest; a thin
+    # patient keeps room for kidneys and spleen posteriorly.
+    body = {"torso_lr_mm": 165.0 * scale_lr ** 0.8, "torso_ap_mm": 118.0 * scale_lr ** 0.6,
             "neck_radius_mm": 60.0 * scale_lr ** 0.5, "head_axes_mm": (75.0, 92.0, 105.0),
             "fat_mm": 10.0 + 12.0 * max(0.0, weight / REFERENCE_WEIGHT_KG - 0.8)}
 
@@ -198,11 +200,11 @@ def sample_patient(seed_sequence: np.random.SeedSequence, patient_id: str, *, n_
         structures.append(_organ(f"submandibular_{side}", "submandibular", (sign * 40, -25, 672),
                                  submandibular * math.exp(rng.normal(0, 0.1)), (11, 13, 12), rng, jitter_mm=3))
         if include_lacrimal:
-            structures.append(_organ(f"lacrimal_{side}", "lacrimal", (sign * 33, -68, 752),
+            structures.append(_organ(f"lacrimal_{side}", "lacrimal", (sign * 33, -60, 745),
                                      0.7 * math.exp(rng.normal(0, 0.25)), (8, 5, 4.5), rng, jitter_mm=1.5))
     structures += [
         _organ("liver", "liver", (-70, 0, 430), 1500 * math.exp(rng.normal(0, 0.2)), (85, 70, 60), rng),
-        _organ("spleen", "spleen", (95, 45, 415), 200 * math.exp(rng.normal(0, 0.35)), (33, 45, 33), rng),
+        _organ("spleen", "spleen", (85, 35, 415), 200 * math.exp(rng.normal(0, 0.35)), (33, 45, 33), rng),
         _organ("bladder", "bladder", (0, -30, 95), 200 * math.exp(rng.normal(0, 0.5)), (42, 35, 33), rng,
                segmented=False),
     ]

@@ -14,7 +14,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from .parameters import LU_BACKGROUND, P
-from .patient import VirtualPatient
+from .patient import TISSUE_DENSITY_G_PER_ML, VirtualPatient
 
 # Tissue classes of the label map used to paint PET and CT.
 AIR, SOFT, FAT, LUNG, BLOOD, BONE, ORGAN, LESION = range(8)
@@ -108,7 +108,7 @@ def tissue_map(patient: VirtualPatient, grid: Grid) -> tuple[np.ndarray, dict[st
     spine = ((x**2 + (y - 62.0) ** 2) <= 18.0**2) & (z > 120) & (z < 660)
     labels[spine] = BONE
     for side in (1, -1):
-        _paint(labels, ellipsoid(grid, (side * 95, 35, 170), (22, 50, 45)), BONE)
+        _paint(labels, ellipsoid(grid, (side * 88, 35, 170), (22, 50, 45)), BONE)
     _paint(labels, ellipsoid(grid, (0, -82, 520), (12, 6, 80)), BONE)
     labels[~inside] = AIR
 
@@ -119,7 +119,9 @@ def tissue_map(patient: VirtualPatient, grid: Grid) -> tuple[np.ndarray, dict[st
             continue
         box, inside_structure = shape
         index[box][inside_structure] = n
-        labels[box][inside_structure & (labels[box] != AIR)] = LESION if structure.kind == "tumour" else ORGAN
+        # A structure is tissue even where it pokes through the simplified body outline: its segment, PET
+        # uptake, CT and reference dose must all describe the same voxels (not air inside the segment).
+        labels[box][inside_structure] = LESION if structure.kind == "tumour" else ORGAN
     return labels, {"index": index}
 
 
@@ -243,7 +245,8 @@ def spect_images(patient: VirtualPatient, grid: Grid, labels: np.ndarray, index:
                 continue
             conc[where] = value
         conc *= texture
-        bq_per_ml = ndimage.gaussian_filter(conc, sigma) * activity_bq / weight_g
+        # SUV-equivalents are per gram in the dose model (patient.py); times density gives Bq/mL.
+        bq_per_ml = ndimage.gaussian_filter(conc, sigma) * activity_bq / weight_g * TISSUE_DENSITY_G_PER_ML
         noise = _smooth_field(rng, grid.shape, 1.0)
         level = float(np.percentile(bq_per_ml[labels != AIR], 90)) if (labels != AIR).any() else 1.0
         bq_per_ml = bq_per_ml + P["spect_noise_cov"].value * np.sqrt(np.maximum(bq_per_ml, 0) * level) * noise
