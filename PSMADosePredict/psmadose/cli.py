@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     # Warnings are held back until the command succeeds: a failing command prints exactly one error line.
     held = _HeldWarnings()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s: %(message)s", stream=sys.stderr, handlers=[held])
+                        handlers=[held])
     try:
         status = args.func(args)
         held.release()
