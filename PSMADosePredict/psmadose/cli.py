@@ -226,6 +226,15 @@ def cmd_batch(args) -> int:
     return 0 if summary["failed"] == 0 else 2
 
 
+def _common_options(parser: argparse.ArgumentParser, *, model: bool, workers: bool) -> None:
+    if model:
+        parser.add_argument("--model", type=Path, default=None, help="model directory (default: the bundled model)")
+        parser.add_argument("--trust-model", action="store_true", help="allow a model other than the bundled one")
+    if workers:
+        parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output as a whole")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="psmadose", description="Pre-therapy prediction of 177Lu-PSMA absorbed doses. " + BANNER)
     from . import __version__
@@ -263,41 +272,31 @@ def build_parser() -> argparse.ArgumentParser:
                    "until radiomics are installed)")
     p.set_defaults(func=cmd_features)
 
-    for name, func, helptext in (("predict", cmd_predict, "predict doses for one case"),):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("case", type=Path)
-        p.add_argument("--out", type=Path, required=True)
-        p.add_argument("--activity-gbq", type=_positive_float, default=None,
-                       help="activity per cycle (default: planned_activity_gbq of clinical.json)")
-        p.add_argument("--model", type=Path, default=None, help="model directory (default: the bundled model)")
-        p.add_argument("--trust-model", action="store_true", help="allow a model other than the bundled one")
-        p.add_argument("--overwrite", action="store_true")
-        p.set_defaults(func=func)
+    p = sub.add_parser("predict", help="predict doses for one case")
+    p.add_argument("case", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--activity-gbq", type=_positive_float, default=None,
+                   help="activity per cycle (default: planned_activity_gbq of clinical.json)")
+    _common_options(p, model=True, workers=False)
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("train", help="train dose models on a cohort with reference doses")
     p.add_argument("cohort", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--name", default="psmadose-model")
-    p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--overwrite", action="store_true")
+    _common_options(p, model=False, workers=True)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a model on a cohort with reference doses")
     p.add_argument("cohort", type=Path)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--model", type=Path, default=None)
-    p.add_argument("--trust-model", action="store_true")
-    p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--overwrite", action="store_true")
+    _common_options(p, model=True, workers=True)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("batch", help="predict every case of a folder")
     p.add_argument("cases", type=Path)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--model", type=Path, default=None)
-    p.add_argument("--trust-model", action="store_true")
-    p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--overwrite", action="store_true")
+    _common_options(p, model=True, workers=True)
     p.set_defaults(func=cmd_batch)
     return parser
 
