@@ -121,3 +121,18 @@ def check_pet_suv(pet: sitk.Image, path: Path) -> np.ndarray:
         raise InputError(f"{path}: PET maximum {high:.3g} is too low for SUV (g/mL); "
                          "check the units or the scale factor of the image")
     return array
+
+
+def mask_bounds(mask: np.ndarray) -> tuple[tuple[int, int], ...] | None:
+    """Inclusive (first, last) index of the mask's voxels along each axis, or None for an empty mask.
+
+    Three axis projections instead of np.nonzero: on a whole-body grid this is ~10x faster.
+    """
+    bounds = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=other))
+        if hits.size == 0:
+            return None
+        bounds.append((int(hits[0]), int(hits[-1])))
+    return tuple(bounds)

@@ -18,8 +18,8 @@ from .errors import InputError
 from .features import FEATURE_FAMILIES, extract_features
 from .modelfile import LoadedModel, load_model
 from .outputs import atomic_output_dir
+from .provenance import library_versions
 from .segmentation import SegmentToWrite, write_segmentation
-from .training import library_versions
 
 log = logging.getLogger(__name__)
 

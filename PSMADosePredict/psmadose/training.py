@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import platform
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -26,24 +24,12 @@ from .model import (
     select_group,
     training_domain,
 )
+from .provenance import library_versions
 
 log = logging.getLogger(__name__)
 
 INTENDED_USE = ("Research and teaching; trained on virtual patients; not clinically validated. "
                 "Not for treatment decisions.")
-LIBRARIES = ("numpy", "scipy", "scikit-learn", "pandas", "SimpleITK", "skops", "slicerio", "icrp107-database")
-
-
-def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in ("psmadose",) + LIBRARIES:
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
 def out_of_fold(rows: pd.DataFrame, group: str, candidate: str, n_splits: int) -> np.ndarray:
     """Patient-grouped out-of-fold predictions (Gy/GBq) of one candidate."""
     groups = rows["case_id"].to_numpy()

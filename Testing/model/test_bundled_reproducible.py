@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from psmadose.modelfile import BUNDLED_MODEL_SHA256, CARD_FILE, bundled_model_dir
-from psmadose.training import library_versions
+from psmadose.provenance import library_versions
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import slicerio
-
 from psmadose.case import read_case
 from psmadose.modelfile import load_model
 from psmadose.predict import predict_case, write_dose_segmentation
