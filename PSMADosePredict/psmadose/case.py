@@ -31,12 +31,11 @@ from .images import (
 )
 from .segmentation import (
     STRUCTURE_COLORS,
-    STRUCTURE_TYPE_TAG,
     SegmentToWrite,
     read_segmentation,
     write_segmentation,
 )
-from .structures import StructureType, parse_structure_type, structure_type_from_name
+from .structures import StructureType, resolve_structure_type
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +86,16 @@ class Case:
 
 
 def sha256_file(path: Path) -> str:
+    """sha256 of a file; of a folder (a DICOM series), over its files' relative names and contents in order."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode("utf-8") + b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda h=handle: h.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 
@@ -111,20 +116,38 @@ def read_case(directory: Path, *, require_doses: bool = False,
     inputs: dict[str, Path] = {}
 
     pet_path = find_image(directory, "pet")
+    dicom_weight_kg = None
+    pet_frame = ct_frame = None
     if pet_path is None:
-        if (directory / "pet").is_dir():
-            raise InputError(f"{directory}: PET is a DICOM folder (pet/); convert it to SUV first with "
-                             f"'psmadose suv {directory / 'pet'} --out {directory / 'pet.nrrd'}'")
-        raise InputError(f"{directory}: no PET found; put the PET in SUV as pet.nrrd or pet.nii.gz")
-    pet = read_image(pet_path, "PET")
+        if not (directory / "pet").is_dir():
+            raise InputError(f"{directory}: no PET found; put the PET in SUV as pet.nrrd or pet.nii.gz, or the "
+                             "DICOM PET series in pet/")
+        from .dicom.series import read_pet_suv
+
+        pet_path = directory / "pet"
+        suv = read_pet_suv(pet_path, "bw")
+        pet, dicom_weight_kg, pet_frame = suv.image, suv.record.get("patient_weight_kg"), suv.frame_of_reference_uid
+    else:
+        pet = read_image(pet_path, "PET")
     pet_array = check_pet_suv(pet, pet_path)
     pet = sitk.Cast(pet, sitk.sitkFloat32)
     inputs["pet"] = pet_path
 
     ct = None
     ct_path = find_image(directory, "ct")
-    if ct_path is not None:
+    if ct_path is None and (directory / "ct").is_dir():
+        from .dicom.series import read_ct_hu
+
+        ct_path = directory / "ct"
+        ct, ct_frame = read_ct_hu(ct_path)
+    elif ct_path is not None:
         ct = read_image(ct_path, "CT")
+    if ct is not None:
+        from .dicom.series import check_same_frame
+
+        frame_warning = check_same_frame(pet_frame, ct_frame, str(directory))
+        if frame_warning:
+            warnings.append(frame_warning)
         if not overlaps(ct, pet):
             raise InputError(f"{ct_path}: CT does not overlap the PET in space; check that both come from "
                              "the same study (origins and directions in the headers)")
@@ -146,6 +169,10 @@ def read_case(directory: Path, *, require_doses: bool = False,
 
     clinical, clinical_warnings = read_clinical(directory / "clinical.json")
     warnings += clinical_warnings
+    if dicom_weight_kg is not None and abs(dicom_weight_kg - clinical.weight_kg) > 0.05 * clinical.weight_kg:
+        warnings.append(f"{directory}: clinical.json weight_kg {clinical.weight_kg:g} and the PET's DICOM "
+                        f"PatientWeight {dicom_weight_kg:g} kg differ by more than 5%; the SUV uses the DICOM weight "
+                        "— check which is right")
     inputs["clinical"] = directory / "clinical.json"
 
     doses = None
@@ -181,12 +208,7 @@ def _segments_on_pet_grid(seg_path: Path, pet: sitk.Image, overrides: dict[str, 
                          "another study or its geometry is wrong")
     segments = []
     for raw in raw_segments:
-        if raw.name in overrides:
-            structure_type = parse_structure_type(overrides[raw.name])
-        elif STRUCTURE_TYPE_TAG in raw.tags:
-            structure_type = parse_structure_type(raw.tags[STRUCTURE_TYPE_TAG])
-        else:
-            structure_type = structure_type_from_name(raw.name)
+        structure_type = resolve_structure_type(raw.name, raw.tags, overrides)
         if structure_type is None:
             warnings.append(f"segment {raw.name!r}: structure type not recognised from its name, skipped "
                             "(name it kidney*, parotid*, submandibular*, lacrimal*, lesion*/tumour*/met*/node*, "

@@ -119,12 +119,25 @@ def cmd_calibration(args) -> int:
 def cmd_features(args) -> int:
     from .case import read_case
     from .features import extract_features
+    from .features.table import radiomics_params_if_available
     from .outputs import atomic_output_file
 
-    table = extract_features(read_case(args.case))
+    table = extract_features(read_case(args.case), radiomics_params_if_available(not args.no_radiomics))
     with atomic_output_file(Path(args.out), overwrite=True) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
     print(f"wrote {len(table)} segments x {table.shape[1] - 3} features to {args.out}")
+    return 0
+
+
+def cmd_suv(args) -> int:
+    from .dicom.series import read_pet_suv, write_suv
+
+    suv = read_pet_suv(args.pet_dicom_dir, args.method, keep_identifiers=args.keep_identifiers)
+    sidecar = write_suv(suv, args.out)
+    factor = suv.record["suv_factor"]
+    shown = f"{factor:.6g}" if isinstance(factor, float) else f"{min(factor):.6g}..{max(factor):.6g} (per slice)"
+    print(f"wrote {suv.record['method']} ({suv.record['units_out']}) to {args.out}; factor {shown}; "
+          f"details in {sidecar}")
     return 0
 
 
@@ -185,12 +198,12 @@ def cmd_train(args) -> int:
     progress = _Progress("training")
     try:
         card = train_command(args.cohort, args.out, workers=args.workers, overwrite=args.overwrite,
-                             name=args.name, progress=progress)
+                             name=args.name, radiomics=not args.no_radiomics, progress=progress)
     finally:
         progress.close()
     print(f"model {card['model_id']} written to {args.out}")
     for group, m in card["metrics"].items():
-        print(f"  {group:<9} {m['selected']:<16} grouped-CV MAPE {100 * m['mape']:5.1f}%  "
+        print(f"  {group:<9} {m['selected']:<26} grouped-CV MAPE {100 * m['mape']:5.1f}%  "
               f"(population mean {100 * m['baseline_mape']:5.1f}%"
               + (f", oracle floor {100 * m['oracle_mape']:5.1f}%" if "oracle_mape" in m else "") + ")")
     return 0
@@ -265,11 +278,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=12345)
     p.set_defaults(func=cmd_calibration)
 
+    p = sub.add_parser("suv", help="DICOM PET series -> SUV image (+ JSON sidecar of every value used)")
+    p.add_argument("pet_dicom_dir", type=Path, metavar="PET_DICOM_DIR")
+    p.add_argument("--out", type=Path, required=True, help="SUV image, e.g. SUV.nrrd (SUV.json is written beside it)")
+    p.add_argument("--method", choices=("bw", "lbm", "bsa"), default="bw",
+                   help="bw: body weight (g/mL); lbm: SUL, Janmahasatian lean body mass; bsa: Du Bois (cm2/mL)")
+    p.add_argument("--keep-identifiers", action="store_true",
+                   help="copy PatientName/PatientID/PatientBirthDate into the outputs (default: left out)")
+    p.set_defaults(func=cmd_suv)
+
     p = sub.add_parser("features", help="feature table of one case")
     p.add_argument("case", type=Path)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--no-radiomics", action="store_true", help="uptake and clinical features only (the default "
-                   "until radiomics are installed)")
+    p.add_argument("--no-radiomics", action="store_true", help="uptake, patient and clinical features only "
+                   "(also what happens when pyradiomics is not installed)")
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("predict", help="predict doses for one case")
@@ -284,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("cohort", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--name", default="psmadose-model")
+    p.add_argument("--no-radiomics", action="store_true", help="compare uptake+clinical candidates only")
     _common_options(p, model=False, workers=True)
     p.set_defaults(func=cmd_train)
 

@@ -73,7 +73,7 @@ def evaluate_command(cohort: Path, out: Path, *, model_path: Path | None = None,
     check_output_dir(out, overwrite)
     loaded = load_model(model_path, trust=trust_model)
     table = features_for_cases(list_cases(cohort), require_doses=True, workers=available_workers(workers),
-                               progress=progress)
+                               progress=progress, radiomics_params=loaded.radiomics_params)
     predicted = loaded.model_set.predict(table)
     keep = ["case_id", "segment", "reference_gy_per_gbq"] + (["oracle_gy_per_gbq"] if "oracle_gy_per_gbq" in table
                                                               else [])

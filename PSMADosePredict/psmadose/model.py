@@ -16,6 +16,7 @@ every fold and never sees a test patient.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +53,15 @@ LOG_FEATURES = ("volume_ml", "suv_max", "suv_mean", "suv_std", "suv_peak", "tota
                 "kidney_suv_mean_patient", "parotid_suv_mean_patient", "submandibular_suv_mean_patient",
                 "liver_suv_mean_patient", "spleen_suv_mean_patient", "weight_kg", "alp_u_l", "ldh_u_l",
                 "egfr_ml_min_1_73m2")
+
+
+FEATURE_SETS = ("uptake", "radiomics")  # uptake = uptake + patient + clinical; radiomics = those + PET/CT radiomics
+_RADIOMICS_COLUMN = re.compile(r"^(shape_|(pet|ct)_(firstorder|glcm|glrlm|glszm|gldm|ngtdm)_)")
+
+
+def radiomics_columns(table: pd.DataFrame) -> list[str]:
+    """Radiomics columns of a feature table (names made by psmadose.features.radiomics), in table order."""
+    return [c for c in table.columns if _RADIOMICS_COLUMN.match(c)]
 
 
 def group_features(group: str) -> list[str]:
@@ -147,7 +157,9 @@ class CandidateSpec:
     name: str
     log_features: bool
 
-    def build(self, n_features: int):
+    def build(self, n_features: int, select_k: int | None = None):
+        """The estimator; ``select_k`` puts univariate selection of k features in front of the trees (used with
+        radiomics: hundreds of correlated features)."""
         if self.name == "population_mean":
             return PopulationMeanRegressor()
         if self.name == "linear_uptake":
@@ -157,10 +169,15 @@ class CandidateSpec:
                 ("select", SelectKBest(f_regression, k=min(15, n_features))),
                 ("ridge", RidgeCV(alphas=np.logspace(-3, 3, 13))),
             ])
-        if self.name == "tree_ensemble":
-            return _trees()
-        if self.name == "mixed_effects":
-            return MixedEffectsRegressor(_trees())
+        if self.name in ("tree_ensemble", "mixed_effects"):
+            trees = _trees()
+            if select_k is not None:
+                trees = Pipeline([
+                    ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                    ("select", SelectKBest(f_regression, k=min(select_k, n_features))),
+                    ("trees", trees),
+                ])
+            return MixedEffectsRegressor(trees) if self.name == "mixed_effects" else trees
         raise ValueError(self.name)
 
 
@@ -170,9 +187,10 @@ SPECS = {name: CandidateSpec(name, log_features=name in ("linear_uptake",)) for 
 class DoseModel(RegressorMixin, BaseEstimator):
     """Gy/GBq for one model group, from a feature table (pandas DataFrame) of that group's segments."""
 
-    def __init__(self, group: str = "kidney", candidate: str = "tree_ensemble"):
+    def __init__(self, group: str = "kidney", candidate: str = "tree_ensemble", feature_set: str = "uptake"):
         self.group = group
         self.candidate = candidate
+        self.feature_set = feature_set
 
     def _matrix(self, table: pd.DataFrame) -> np.ndarray:
         if self.candidate == "population_mean":
@@ -182,12 +200,20 @@ class DoseModel(RegressorMixin, BaseEstimator):
         return design_matrix(table, self.features_in_, log_features)
 
     def fit(self, table: pd.DataFrame, dose_gy_per_gbq, groups=None):
-        if self.group not in GROUP_STRUCTURE_TYPES or self.candidate not in SPECS:
-            raise ValueError(f"unknown group/candidate {self.group}/{self.candidate}")
+        if self.group not in GROUP_STRUCTURE_TYPES or self.candidate not in SPECS or \
+                self.feature_set not in FEATURE_SETS:
+            raise ValueError(f"unknown group/candidate/feature set {self.group}/{self.candidate}/{self.feature_set}")
         self.features_in_ = group_features(self.group)
+        if self.feature_set == "radiomics":
+            extra = radiomics_columns(table)
+            if not extra:
+                raise InputError("the radiomics feature set was asked for but the feature table has no radiomics "
+                                 "columns; install psmadose[radiomics] and recompute features")
+            self.features_in_ = self.features_in_ + extra
         X = self._matrix(table)
         y = np.log(np.asarray(dose_gy_per_gbq, dtype=float))
-        estimator = SPECS[self.candidate].build(X.shape[1])
+        select_k = 40 if self.feature_set == "radiomics" else None
+        estimator = SPECS[self.candidate].build(X.shape[1], select_k)
         if isinstance(estimator, MixedEffectsRegressor):
             estimator.fit(X, y, groups=groups)
         else:

@@ -22,6 +22,7 @@ from .errors import InputError
 
 MODEL_FILE = "model.skops"
 CARD_FILE = "model_card.json"
+RADIOMICS_FILE = "radiomics_params.yaml"  # pyradiomics settings, present when the model uses radiomics
 BUNDLED_MODEL_NAME = "psmadose-virtual-v1"
 # Pinned by `python -m psmadose.train_bundled` (tools/build_bundled_model.sh); checked by tests.
 BUNDLED_MODEL_SHA256 = "e0acedd465be687f209e4eb2c685f4f9464e364feff49d342516f2cf4aae4058"
@@ -56,6 +57,11 @@ class LoadedModel:
     @property
     def model_id(self) -> str:
         return self.card.get("model_id", "unknown")
+
+    @property
+    def radiomics_params(self) -> Path | None:
+        """The model's own pyradiomics settings (verified at load), or None when it needs no radiomics."""
+        return self.path / RADIOMICS_FILE if "radiomics" in self.model_set.feature_families else None
 
 
 def bundled_model_dir() -> Path:
@@ -156,4 +162,10 @@ def load_model(path: Path | None = None, *, trust: bool = False) -> LoadedModel:
 
     if not isinstance(model_set, DoseModelSet):
         raise InputError(f"{model_path}: holds a {type(model_set).__name__}, not a psmadose model set")
+    if "radiomics" in model_set.feature_families:
+        settings = directory / RADIOMICS_FILE
+        expected = card.get("radiomics_settings", {}).get("sha256")
+        if not settings.is_file() or sha256_bytes(settings.read_bytes()) != expected:
+            raise InputError(f"{directory}: the model uses radiomics but {RADIOMICS_FILE} is missing or differs "
+                             "from the settings recorded in its card; restore the model folder")
     return LoadedModel(model_set, card, directory, digest, is_bundled)

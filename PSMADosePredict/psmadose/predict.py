@@ -76,6 +76,13 @@ def predict_case(case: Case, loaded: LoadedModel, activity_gbq: float | None = N
     if missing:
         raise InputError(f"model {loaded.model_id} needs feature families {missing} that this installation cannot "
                          "compute; install the matching extra or use the bundled model")
+    if loaded.radiomics_params is not None:
+        from .features.radiomics import available
+
+        if not available():
+            raise InputError(f"model {loaded.model_id} uses radiomics features but pyradiomics is not installed; "
+                             "pip install psmadose[radiomics] (in Slicer: slicer.util.pip_install"
+                             "('pyradiomics-bhklab')), or use a model trained without radiomics")
     predicted_types = {t for g in loaded.model_set.models for t in _types(g)}
     if not any(s.structure_type.value in predicted_types for s in case.segments):
         raise InputError(f"{case.case_id}: no segment of a structure type the model predicts "
@@ -83,7 +90,7 @@ def predict_case(case: Case, loaded: LoadedModel, activity_gbq: float | None = N
                          "submandibular*, lesion* ... or set their types")
     activity = check_activity(activity_gbq if activity_gbq is not None else case.clinical.planned_activity_gbq)
     cycles = case.clinical.planned_cycles
-    table = extract_features(case)
+    table = extract_features(case, loaded.radiomics_params)
     predicted = loaded.model_set.predict(table)
     features = table.set_index("segment")
     predictions = []

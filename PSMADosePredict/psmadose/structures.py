@@ -65,3 +65,15 @@ def parse_structure_type(value: str) -> StructureType:
         from .errors import InputError
 
         raise InputError(f"unknown structure type {value!r}; use one of: {allowed}") from None
+
+
+def resolve_structure_type(name: str, tags: dict[str, str] | None = None,
+                           overrides: dict[str, str] | None = None) -> StructureType | None:
+    """The type of a segment: an explicit override, else its PSMADosePredict.StructureType tag, else its name."""
+    from .segmentation import STRUCTURE_TYPE_TAG
+
+    if overrides and overrides.get(name):
+        return parse_structure_type(overrides[name])
+    if tags and tags.get(STRUCTURE_TYPE_TAG):
+        return parse_structure_type(tags[STRUCTURE_TYPE_TAG])
+    return structure_type_from_name(name)

@@ -20,7 +20,7 @@ from .model import (
     INTERVAL_LEVELS,
     DoseModel,
     DoseModelSet,
-    group_features,
+    radiomics_columns,
     select_group,
     training_domain,
 )
@@ -30,21 +30,42 @@ log = logging.getLogger(__name__)
 
 INTENDED_USE = ("Research and teaching; trained on virtual patients; not clinically validated. "
                 "Not for treatment decisions.")
-def out_of_fold(rows: pd.DataFrame, group: str, candidate: str, n_splits: int) -> np.ndarray:
-    """Patient-grouped out-of-fold predictions (Gy/GBq) of one candidate."""
+
+
+def out_of_fold(rows: pd.DataFrame, group: str, candidate: str, n_splits: int,
+                feature_set: str = "uptake") -> np.ndarray:
+    """Patient-grouped out-of-fold predictions (Gy/GBq) of one candidate on one feature set."""
     groups = rows["case_id"].to_numpy()
     y = rows["reference_gy_per_gbq"].to_numpy(dtype=float)
     predictions = np.empty(len(rows))
     for train_idx, test_idx in GroupKFold(n_splits=n_splits).split(rows, y, groups):
         assert not set(groups[train_idx]) & set(groups[test_idx])  # no patient on both sides
-        model = DoseModel(group, candidate).fit(rows.iloc[train_idx], y[train_idx], groups=groups[train_idx])
+        model = DoseModel(group, candidate, feature_set).fit(rows.iloc[train_idx], y[train_idx],
+                                                             groups=groups[train_idx])
         predictions[test_idx] = model.predict(rows.iloc[test_idx])
     return predictions
 
 
-def train_models(table: pd.DataFrame, *, n_splits: int = 5, candidates=CANDIDATES,
+def _runs(candidates, feature_sets) -> list[tuple[str, str, str]]:
+    """(key, candidate, feature set): the baseline once, every learned candidate on every feature set."""
+    runs = []
+    for feature_set in feature_sets:
+        for candidate in candidates:
+            if candidate == "population_mean" and feature_set != feature_sets[0]:
+                continue
+            key = candidate if feature_set == "uptake" else f"{candidate}+{feature_set}"
+            runs.append((key, candidate, feature_set))
+    return runs
+
+
+def train_models(table: pd.DataFrame, *, n_splits: int = 5, candidates=CANDIDATES, feature_sets=None,
                  progress: Callable[[int, int], bool | None] | None = None) -> tuple[DoseModelSet, dict]:
-    """Cross-validate every candidate per group, keep the lowest grouped-CV MAPE, refit it on all patients."""
+    """Cross-validate every candidate on every feature set per group, keep the lowest grouped-CV MAPE, refit it
+    on all patients. Feature sets default to uptake+clinical, plus radiomics when the table has them."""
+    if feature_sets is None:
+        feature_sets = ("uptake", "radiomics") if radiomics_columns(table) else ("uptake",)
+    feature_sets = tuple(feature_sets)
+    runs = _runs(candidates, feature_sets)
     if "reference_gy_per_gbq" not in table.columns or table["reference_gy_per_gbq"].isna().all():
         raise InputError("the cohort has no reference doses (doses.csv in each case); cannot train")
     n_patients = table["case_id"].nunique()
@@ -52,20 +73,20 @@ def train_models(table: pd.DataFrame, *, n_splits: int = 5, candidates=CANDIDATE
         raise InputError(f"the cohort has {n_patients} patients; patient-grouped {n_splits}-fold CV needs at least "
                          f"{n_splits}")
     models, quantiles, domain, report = {}, {}, {}, {}
-    steps = len(GROUP_STRUCTURE_TYPES) * (len(candidates) + 1)
+    steps = len(GROUP_STRUCTURE_TYPES) * (len(runs) + 1)
     done = 0
     for group in GROUP_STRUCTURE_TYPES:
         rows = select_group(table, group)
         rows = rows[rows["reference_gy_per_gbq"].notna()].reset_index(drop=True)
         if rows["case_id"].nunique() < n_splits:
             log.warning("group %s: too few patients with reference doses, no model", group)
-            done += len(candidates) + 1
+            done += len(runs) + 1
             continue
         y = rows["reference_gy_per_gbq"].to_numpy(dtype=float)
         cv, oof = {}, {}
-        for candidate in candidates:
-            oof[candidate] = out_of_fold(rows, group, candidate, n_splits)
-            cv[candidate] = dose_metrics(y, oof[candidate])
+        for key, candidate, feature_set in runs:
+            oof[key] = out_of_fold(rows, group, candidate, n_splits, feature_set)
+            cv[key] = dose_metrics(y, oof[key])
             done += 1
             if progress and progress(done, steps) is False:
                 raise CancelledError("training cancelled")
@@ -76,14 +97,20 @@ def train_models(table: pd.DataFrame, *, n_splits: int = 5, candidates=CANDIDATE
             tail = (1 - level) / 2
             quantiles[group][f"{int(level * 100)}"] = [float(np.quantile(log_residual, tail)),
                                                        float(np.quantile(log_residual, 1 - tail))]
-        models[group] = DoseModel(group, winner).fit(rows, y, groups=rows["case_id"].to_numpy())
+        _, winner_candidate, winner_set = next(r for r in runs if r[0] == winner)
+        models[group] = DoseModel(group, winner_candidate, winner_set).fit(rows, y,
+                                                                           groups=rows["case_id"].to_numpy())
         domain[group] = training_domain(rows, group)
         done += 1
         if progress and progress(done, steps) is False:
             raise CancelledError("training cancelled")
         entry = {"n": len(rows), "n_patients": int(rows["case_id"].nunique()), "selected": winner,
-                 "cv": cv, **{k: v for k, v in cv[winner].items() if k != "n"},
+                 "selected_feature_set": winner_set, "cv": cv, **{k: v for k, v in cv[winner].items() if k != "n"},
                  "baseline_mape": cv.get("population_mean", {}).get("mape", math.nan)}
+        for feature_set in feature_sets:
+            learned = [cv[k]["mape"] for k, c, f in runs if f == feature_set and c != "population_mean"]
+            if learned:
+                entry[f"best_mape_{feature_set}"] = min(learned)
         if "oracle_gy_per_gbq" in rows and rows["oracle_gy_per_gbq"].notna().all():
             entry["oracle_mape"] = dose_metrics(y, rows["oracle_gy_per_gbq"].to_numpy(dtype=float))["mape"]
         for level in INTERVAL_LEVELS:
@@ -97,18 +124,24 @@ def train_models(table: pd.DataFrame, *, n_splits: int = 5, candidates=CANDIDATE
     means = labelled.groupby("structure_type")["reference_gy_per_gbq"].mean()
     population_means = {t: float(v) for t, v in means.items()
                         if any(t in types for types in GROUP_STRUCTURE_TYPES.values())}
-    model_set = DoseModelSet(models, quantiles, domain, feature_families=["uptake", "patient", "clinical"],
+    families = ["uptake", "patient", "clinical"]
+    if any(m.feature_set == "radiomics" for m in models.values()):
+        families.append("radiomics")
+    model_set = DoseModelSet(models, quantiles, domain, feature_families=families,
                              population_means=population_means)
     card = {
         "intended_use": INTENDED_USE,
         "feature_families": model_set.feature_families,
-        "features": {g: group_features(g) for g in models},
+        "feature_sets_compared": list(feature_sets),
+        "features": {g: list(m.features_in_) for g, m in models.items()},
         "selected": {g: report[g]["selected"] for g in report},
         "metrics": report,
         "metrics_note": (f"patient-grouped {n_splits}-fold cross-validation on the training cohort (virtual "
                          "patients); MAPE/MAE/R2 on Gy/GBq; oracle_mape = accuracy a perfect model could reach "
                          "given the simulator's unobservable PET-to-therapy discordance"),
         "settings": {"cv": f"GroupKFold(n_splits={n_splits}) by patient", "candidates": list(candidates),
+                     "radiomics_selection": "SelectKBest(f_regression, k=40) inside each fold before the trees; "
+                                            "k=15 for the ridge model",
                      "target": "log(Gy/GBq), back-transformed (conditional median)",
                      "intervals": "empirical quantiles of out-of-fold log residuals of the selected model"},
         "library_versions": library_versions(),
@@ -127,15 +160,23 @@ def cohort_description(cohort: Path) -> dict:
 
 
 def train_command(cohort: Path, out: Path, *, workers: int | None = None, overwrite: bool = False,
-                  name: str = "psmadose-model", progress=None) -> dict:
-    """psmadose train: features of every case, grouped CV, the winners refitted, model + card written."""
-    from .features.table import available_workers, features_for_cases, list_cases
-    from .modelfile import save_model
+                  name: str = "psmadose-model", radiomics: bool = True, progress=None) -> dict:
+    """psmadose train: features of every case, grouped CV, the winners refitted, model + card written.
+
+    With pyradiomics installed (and ``radiomics``), uptake+clinical and uptake+clinical+radiomics are compared;
+    the settings file travels with the model when a winner uses radiomics.
+    """
+    import shutil
+
+    from .features.table import available_workers, features_for_cases, list_cases, radiomics_params_if_available
+    from .modelfile import RADIOMICS_FILE, save_model
     from .outputs import atomic_output_dir, check_output_dir
 
     check_output_dir(out, overwrite)
     cases = list_cases(cohort)
-    table = features_for_cases(cases, require_doses=True, workers=available_workers(workers), progress=progress)
+    params = radiomics_params_if_available(radiomics)
+    table = features_for_cases(cases, require_doses=True, workers=available_workers(workers), progress=progress,
+                               radiomics_params=params)
     model_set, card = train_models(table, progress=progress)
     card["name"] = name
     description = cohort_description(cohort)
@@ -144,6 +185,13 @@ def train_command(cohort: Path, out: Path, *, workers: int | None = None, overwr
                         "data": "virtual patients (psmadose simulator)" if description.get("preset")
                         else "site data (see the cohort)"})
     card["trained_on"] = description
+    if params is not None:
+        from .features.radiomics import RadiomicsExtractor
+
+        card["radiomics_settings"] = {"file": RADIOMICS_FILE, "sha256": RadiomicsExtractor(params).settings_sha256,
+                                      "used_by_model": "radiomics" in model_set.feature_families}
     with atomic_output_dir(out, overwrite) as tmp:
+        if params is not None and "radiomics" in model_set.feature_families:
+            shutil.copyfile(params, tmp / RADIOMICS_FILE)
         card = save_model(model_set, card, tmp)
     return card

@@ -310,7 +310,7 @@ BAD_CASES = {
     # name: (how to spoil a valid case, words the message must contain)
     "missing_pet": (lambda d: (d / "pet.nrrd").unlink(), ["no PET found", "pet.nrrd"]),
     "pet_dicom_folder": (lambda d: ((d / "pet.nrrd").unlink(), (d / "pet").mkdir(),
-                                    (d / "pet" / "IM0001.dcm").write_bytes(b"x")), ["DICOM", "psmadose suv"]),
+                                    (d / "pet" / "IM0001.dcm").write_bytes(b"x")), ["no DICOM image files", "pet"]),
     "corrupt_pet": (lambda d: (d / "pet.nrrd").write_bytes(b"NRRD0004\ngarbage\x00\x01"),
                     ["pet.nrrd", "cannot read the PET"]),
     "pet_nan": (_pet_nan, ["pet.nrrd", "NaN"]),

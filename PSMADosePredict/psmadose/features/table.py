@@ -19,11 +19,14 @@ from .uptake import segment_uptake
 log = logging.getLogger(__name__)
 
 ID_COLUMNS = ("case_id", "segment", "structure_type")
-FEATURE_FAMILIES = ("uptake", "patient", "clinical")
+FEATURE_FAMILIES = ("uptake", "patient", "clinical", "radiomics")
 
 
-def extract_features(case: Case) -> pd.DataFrame:
-    """Features of every segment of a case (reference organs included: they describe the patient)."""
+def extract_features(case: Case, radiomics_params: Path | str | None = None) -> pd.DataFrame:
+    """Features of every segment of a case (reference organs included: they describe the patient).
+
+    With ``radiomics_params`` (a pyradiomics settings file), PET/CT radiomics columns are added.
+    """
     spacing_kji = tuple(case.pet.GetSpacing()[::-1])
     ct = case.ct_on_pet_grid()
     rows = []
@@ -37,13 +40,19 @@ def extract_features(case: Case) -> pd.DataFrame:
         row.update(ratio_features(row, burden))
         row.update(burden)
         row.update(clinical)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if radiomics_params is not None:
+        from .radiomics import RadiomicsExtractor
+
+        radiomics = RadiomicsExtractor(radiomics_params).extract_case(case, ct_on_pet_grid=ct)
+        table = table.merge(radiomics, on="segment", how="left", validate="one_to_one")
+    return table
 
 
-def _case_features(args: tuple[str, bool]) -> tuple[pd.DataFrame, dict[str, float] | None]:
-    directory, require_doses = args
+def _case_features(args: tuple[str, bool, str | None]) -> tuple[pd.DataFrame, dict[str, float] | None]:
+    directory, require_doses, radiomics_params = args
     case = read_case(Path(directory), require_doses=require_doses)
-    frame = extract_features(case)
+    frame = extract_features(case, radiomics_params)
     oracle = simulator_oracle(Path(directory))
     if oracle:
         frame["oracle_gy_per_gbq"] = frame["segment"].map(oracle)
@@ -70,9 +79,11 @@ def list_cases(cohort: Path) -> list[Path]:
 
 
 def features_for_cases(cases: Sequence[Path], *, require_doses: bool = False, workers: int = 1,
-                       progress: Callable[[int, int], bool | None] | None = None) -> pd.DataFrame:
+                       progress: Callable[[int, int], bool | None] | None = None,
+                       radiomics_params: Path | str | None = None) -> pd.DataFrame:
     """Feature table of many cases, with a ``reference_gy_per_gbq`` column when doses are present."""
-    tasks = [(str(c), require_doses) for c in cases]
+    params = str(radiomics_params) if radiomics_params is not None else None
+    tasks = [(str(c), require_doses, params) for c in cases]
     frames = []
 
     def collect(result, done):
@@ -98,3 +109,16 @@ def available_workers(requested: int | None) -> int:
     if requested is not None and requested < 1:
         raise InputError(f"--workers must be >= 1, got {requested}")
     return requested or os.cpu_count() or 1
+
+
+def radiomics_params_if_available(requested: bool = True) -> Path | None:
+    """The default radiomics settings when radiomics are wanted and pyradiomics is installed, else None."""
+    if not requested:
+        return None
+    from .radiomics import DEFAULT_PARAMS_PATH, available
+
+    if not available():
+        log.warning("pyradiomics is not installed: uptake, patient and clinical features only "
+                    "(pip install psmadose[radiomics] adds PET/CT radiomics)")
+        return None
+    return DEFAULT_PARAMS_PATH

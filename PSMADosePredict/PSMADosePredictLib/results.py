@@ -1,0 +1,240 @@
+"""Prediction results written back into the scene: segment colours, a table node, plots and a colour legend.
+
+Colours follow the documented dose colormap of ``psmadose.dose_colors`` (turbo, log scale, 0.1-30 Gy/GBq,
+clipped), so a colour in Slicer means the same dose as in the report and in ``dose_segmentation.seg.nrrd``.
+Reference limits come from ``psmadose.report.DOSE_LIMITS`` (one place for the CLI and Slicer).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import slicer
+import vtk
+from psmadose.dose_colors import DOSE_COLOR_RANGE_GY_PER_GBQ, dose_to_rgb
+from psmadose.predict import REFERENCE_ORGAN_COLOR, PredictionResult
+from psmadose.report import ORGAN_AT_RISK_TYPES, dose_limit_for
+from psmadose.segmentation import STRUCTURE_TYPE_TAG
+
+ORIGINAL_COLOR_TAG = "PSMADosePredict.OriginalColor"
+DOSE_TAG = "PSMADosePredict.PredictedGyPerGBq"
+
+# (column name, attribute of DosePrediction, kind, unit label, long name)
+RESULT_COLUMNS: tuple[tuple[str, str, str, str, str], ...] = (
+    ("Segment", "segment", "string", "", "Segment name"),
+    ("Type", "structure_type", "string", "", "Structure type"),
+    ("Volume", "volume_ml", "double", "mL", "Segment volume on the PET grid"),
+    ("SUVmean", "suv_mean", "double", "g/mL", "Mean SUV (body weight) in the segment"),
+    ("Gy/GBq", "predicted_gy_per_gbq", "double", "Gy/GBq", "Predicted absorbed dose per injected activity"),
+    ("Gy per cycle", "predicted_gy", "double", "Gy", "Predicted absorbed dose per cycle at the planned activity"),
+    ("Cumulative Gy", "predicted_gy_cumulative", "double", "Gy",
+     "Predicted absorbed dose over the planned cycles (cycle-1 kinetics assumed)"),
+    ("80% low", "interval_80_low_gy_per_gbq", "double", "Gy/GBq", "80% prediction interval, lower bound"),
+    ("80% high", "interval_80_high_gy_per_gbq", "double", "Gy/GBq", "80% prediction interval, upper bound"),
+    ("In domain", "in_domain", "bit", "", "Inputs inside the training domain of the model"),
+    ("Warnings", "warnings", "string", "", "Why a prediction may be less reliable"),
+)
+
+
+def _restoreOrRememberColor(segment) -> None:
+    value = vtk.reference("")
+    if not segment.GetTag(ORIGINAL_COLOR_TAG, value):
+        segment.SetTag(ORIGINAL_COLOR_TAG, " ".join(f"{c:.6g}" for c in segment.GetColor()))
+
+
+def applyDoseColors(segmentationNode, result: PredictionResult) -> dict[str, tuple[float, float, float]]:
+    """Colour every predicted segment by its predicted Gy/GBq; segments without a prediction turn grey.
+
+    The original colour is kept in a segment tag (``restoreOriginalColors`` puts it back); the predicted
+    type and dose are stored as tags too. Returns the colour given to each segment, by name.
+    """
+    doses = {p.segment: p for p in result.predictions}
+    segmentation = segmentationNode.GetSegmentation()
+    colors = {}
+    for i in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(i)
+        name = segment.GetName()
+        _restoreOrRememberColor(segment)
+        prediction = doses.get(name)
+        if prediction is None:
+            color = REFERENCE_ORGAN_COLOR
+        else:
+            color = dose_to_rgb(prediction.predicted_gy_per_gbq)
+            segment.SetTag(STRUCTURE_TYPE_TAG, prediction.structure_type)
+            segment.SetTag(DOSE_TAG, f"{prediction.predicted_gy_per_gbq:.6g}")
+        segment.SetColor(*color)
+        colors[name] = tuple(float(c) for c in color)
+    return colors
+
+
+def restoreOriginalColors(segmentationNode) -> None:
+    segmentation = segmentationNode.GetSegmentation()
+    for i in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(i)
+        value = vtk.reference("")
+        if segment.GetTag(ORIGINAL_COLOR_TAG, value):
+            segment.SetColor(*[float(v) for v in str(value).split()])
+
+
+def _newNode(className: str, name: str, scene=None):
+    scene = scene if scene is not None else slicer.mrmlScene
+    return scene.AddNewNodeByClass(className, scene.GenerateUniqueName(name))
+
+
+def _column(kind: str, name: str):
+    array = {"string": vtk.vtkStringArray, "double": vtk.vtkDoubleArray, "bit": vtk.vtkBitArray}[kind]()
+    array.SetName(name)
+    return array
+
+
+def updateResultsTable(result: PredictionResult, tableNode=None, scene=None):
+    """A vtkMRMLTableNode with one row per predicted segment (columns ``RESULT_COLUMNS``, units set)."""
+    if tableNode is None:
+        tableNode = _newNode("vtkMRMLTableNode", f"{result.case_id} predicted doses", scene)
+    table = vtk.vtkTable()
+    arrays = []
+    for name, attribute, kind, _, _ in RESULT_COLUMNS:
+        array = _column(kind, name)
+        for prediction in result.predictions:
+            value = getattr(prediction, attribute)
+            if kind == "string":
+                array.InsertNextValue(str(value))
+            elif kind == "bit":
+                array.InsertNextValue(1 if value else 0)
+            else:
+                array.InsertNextValue(float(value))
+        arrays.append(array)
+        table.AddColumn(array)
+    wasModifying = tableNode.StartModify()
+    tableNode.SetAndObserveTable(table)
+    for name, _, _, unit, longName in RESULT_COLUMNS:
+        if unit:
+            tableNode.SetColumnUnitLabel(name, unit)
+        tableNode.SetColumnDescription(name, longName)
+    tableNode.SetLocked(True)  # results, not an input: editing them in the table view would be misleading
+    tableNode.SetAttribute("PSMADosePredict.ModelId", str(result.provenance.get("model_id", "")))
+    tableNode.SetAttribute("PSMADosePredict.ActivityGBq", f"{result.activity_gbq:g}")
+    tableNode.SetAttribute("PSMADosePredict.Cycles", str(result.cycles))
+    tableNode.EndModify(wasModifying)
+    return tableNode
+
+
+def organDoseRows(result: PredictionResult) -> list[tuple[str, str, float, float]]:
+    """(segment, type, cumulative Gy, reference limit Gy or NaN) for every organ at risk of the result."""
+    rows = []
+    for p in result.predictions:
+        if p.structure_type in ORGAN_AT_RISK_TYPES:
+            limit = dose_limit_for(p.structure_type)
+            rows.append((p.segment, p.structure_type, float(p.predicted_gy_cumulative),
+                         float(limit.value) if limit else math.nan))
+    return rows
+
+
+def updateDoseLimitsChart(result: PredictionResult, chartNode=None, scene=None):
+    """Bar chart of cumulative organ doses with the reference limits of ``psmadose.report.DOSE_LIMITS``.
+
+    Returns the vtkMRMLPlotChartNode; its table node holds columns Index, Segment, Type, Cumulative Gy, Limit Gy
+    (NaN where no limit is sourced: submandibular and lacrimal glands).
+    """
+    scene = scene if scene is not None else slicer.mrmlScene
+    rows = organDoseRows(result)
+    if chartNode is None:
+        chartNode = _newNode("vtkMRMLPlotChartNode", f"{result.case_id} organ doses vs limits", scene)
+    tableNode = chartNode.GetNodeReference("PSMADosePredict.Table")
+    if tableNode is None:
+        tableNode = _newNode("vtkMRMLTableNode", f"{result.case_id} organ doses vs limits table", scene)
+        chartNode.SetNodeReferenceID("PSMADosePredict.Table", tableNode.GetID())
+    table = vtk.vtkTable()
+    columns = {"Index": _column("double", "Index"), "Segment": _column("string", "Segment"),
+               "Type": _column("string", "Type"), "Cumulative Gy": _column("double", "Cumulative Gy"),
+               "Limit Gy": _column("double", "Limit Gy")}
+    for index, (segment, kind, dose, limit) in enumerate(rows):
+        columns["Index"].InsertNextValue(float(index))
+        columns["Segment"].InsertNextValue(segment)
+        columns["Type"].InsertNextValue(kind)
+        columns["Cumulative Gy"].InsertNextValue(dose)
+        columns["Limit Gy"].InsertNextValue(limit)
+    for array in columns.values():
+        table.AddColumn(array)
+    tableNode.SetAndObserveTable(table)
+    tableNode.SetColumnUnitLabel("Cumulative Gy", "Gy")
+    tableNode.SetColumnUnitLabel("Limit Gy", "Gy")
+
+    def series(role: str, name: str):
+        node = chartNode.GetNodeReference(role)
+        if node is None:
+            node = _newNode("vtkMRMLPlotSeriesNode", name, scene)
+            chartNode.SetNodeReferenceID(role, node.GetID())
+            chartNode.AddAndObservePlotSeriesNodeID(node.GetID())
+        node.SetAndObserveTableNodeID(tableNode.GetID())
+        node.SetXColumnName("Index")
+        node.SetLabelColumnName("Segment")
+        return node
+
+    doses = series("PSMADosePredict.DoseSeries", "Predicted cumulative dose")
+    doses.SetYColumnName("Cumulative Gy")
+    doses.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeBar)
+    doses.SetColor(0.2, 0.45, 0.75)
+    limits = series("PSMADosePredict.LimitSeries", "Reference limit (external-beam derived)")
+    limits.SetYColumnName("Limit Gy")
+    limits.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
+    limits.SetLineStyle(slicer.vtkMRMLPlotSeriesNode.LineStyleNone)
+    limits.SetMarkerStyle(slicer.vtkMRMLPlotSeriesNode.MarkerStyleSquare)
+    limits.SetMarkerSize(12)
+    limits.SetColor(0.85, 0.1, 0.1)
+    chartNode.SetTitle(f"Cumulative organ doses over {result.cycles} cycles of {result.activity_gbq:g} GBq "
+                       "(virtual-patient model; not clinically validated)")
+    chartNode.SetXAxisTitle("organ at risk (bar index; segment names in the table)")
+    chartNode.SetYAxisTitle("cumulative absorbed dose (Gy)")
+    chartNode.SetLegendVisibility(True)
+    return chartNode
+
+
+def createDoseColorTableNode(scene=None, numberOfColors: int = 256):
+    """Colour table of the dose colormap: entry i is the colour of a dose log-spaced over 0.1-30 Gy/GBq.
+
+    Entry names carry the dose ("1.00 Gy/GBq"), so Slicer's colour legend can label the scale.
+    """
+    scene = scene if scene is not None else slicer.mrmlScene
+    name = "PSMADosePredict dose colormap (Gy/GBq, log)"
+    existing = scene.GetFirstNodeByName(name)
+    if existing is not None:
+        return existing
+    node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
+    node.SetTypeToUser()
+    node.SetNumberOfColors(numberOfColors)
+    low, high = DOSE_COLOR_RANGE_GY_PER_GBQ
+    for index, dose in enumerate(np.geomspace(low, high, numberOfColors)):
+        r, g, b = dose_to_rgb(float(dose))
+        node.SetColor(index, f"{dose:.3g} Gy/GBq", r, g, b, 1.0)
+    node.SetAttribute("PSMADosePredict.Scale", f"log10, {low:g}-{high:g} Gy/GBq, clipped")
+    return node
+
+
+def showDoseLegend(segmentationNode, scene=None):
+    """A colour legend of the dose scale next to the segmentation (vtkMRMLColorLegendDisplayNode).
+
+    Returns the legend display node, or None on a Slicer without colour legends (before 4.13).
+    """
+    scene = scene if scene is not None else slicer.mrmlScene
+    colorNode = createDoseColorTableNode(scene)
+    if not hasattr(slicer, "vtkMRMLColorLegendDisplayNode"):
+        return None
+    for i in range(segmentationNode.GetNumberOfDisplayNodes()):
+        display = segmentationNode.GetNthDisplayNode(i)
+        if display is not None and display.IsA("vtkMRMLColorLegendDisplayNode"):
+            legend = display
+            break
+    else:
+        if segmentationNode.GetDisplayNode() is None:
+            segmentationNode.CreateDefaultDisplayNodes()
+        legend = scene.AddNewNodeByClass("vtkMRMLColorLegendDisplayNode")
+        segmentationNode.AddAndObserveDisplayNodeID(legend.GetID())
+        legend.SetAndObservePrimaryDisplayNode(segmentationNode.GetDisplayNode())
+    legend.SetAndObserveColorNodeID(colorNode.GetID())
+    legend.SetTitleText("Predicted dose (Gy/GBq)")
+    legend.SetUseColorNamesForLabels(True)
+    legend.SetNumberOfLabels(6)
+    legend.SetVisibility(True)
+    return legend
