@@ -220,7 +220,9 @@ def cmd_evaluate(args) -> int:
         progress.close()
     for kind, m in metrics.items():
         if isinstance(m, dict) and "mape" in m:
-            print(f"  {kind:<14} n={m['n']:<5} MAPE {100 * m['mape']:5.1f}%  baseline {100 * m['baseline_mape']:5.1f}%"
+            ci = m.get("mape_ci95") or [float("nan")] * 2
+            print(f"  {kind:<14} n={m['n']:<5} MAPE {100 * m['mape']:5.1f}% "
+                  f"(95% CI {100 * ci[0]:.1f}-{100 * ci[1]:.1f})  baseline {100 * m['baseline_mape']:5.1f}%"
                   f"  R2 {m['r2']:.2f}  coverage80 {m['coverage_80']:.2f}  coverage90 {m['coverage_90']:.2f}")
     print(f"wrote {args.out}/metrics.json and report.html (measured on the cohort given: {args.cohort})")
     return 0

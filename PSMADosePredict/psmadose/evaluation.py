@@ -3,6 +3,10 @@
 Metrics are keyed by structure type and by model group; fractions, not percent. ``baseline_mape`` is the
 population-mean baseline (the training mean of the structure type, from the model). Every figure is
 measured on the cohort given and the report says so.
+
+Uncertainty of the figures themselves: ``*_ci95`` are patient-level bootstrap 95 % percentile intervals
+(patients resampled with replacement, fixed seed), because lesions of one patient are not independent.
+``bland_altman`` gives bias and 95 % limits of agreement on log(predicted/reference) and on Gy/GBq.
 """
 
 from __future__ import annotations
@@ -16,13 +20,17 @@ import numpy as np
 import pandas as pd
 
 from .features.table import available_workers, features_for_cases, list_cases
-from .metrics import coverage, dose_metrics
+from .metrics import bland_altman, bootstrap_dose_metrics, coverage, dose_metrics
 from .model import GROUP_STRUCTURE_TYPES
 from .modelfile import load_model
 from .outputs import atomic_output_dir, check_output_dir
 
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 20260607
 
-def evaluation_metrics(predicted: pd.DataFrame, population_means: dict) -> dict:
+
+def evaluation_metrics(predicted: pd.DataFrame, population_means: dict, *, n_resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = BOOTSTRAP_SEED) -> dict:
     metrics = {}
     keys = [(t, predicted["structure_type"] == t) for t in sorted(predicted["structure_type"].unique())]
     keys += [(g, predicted["structure_type"].isin(types)) for g, types in GROUP_STRUCTURE_TYPES.items()
@@ -44,6 +52,9 @@ def evaluation_metrics(predicted: pd.DataFrame, population_means: dict) -> dict:
         entry["out_of_domain_fraction"] = float(1 - rows["in_domain"].mean())
         if "oracle_gy_per_gbq" in rows and rows["oracle_gy_per_gbq"].notna().all():
             entry["oracle_mape"] = dose_metrics(ref, rows["oracle_gy_per_gbq"].to_numpy(dtype=float))["mape"]
+        entry.update(bootstrap_dose_metrics(ref, pred, rows["case_id"].to_numpy(), n_resamples=n_resamples,
+                                            seed=seed, baseline=baseline if np.isfinite(baseline).all() else None))
+        entry["bland_altman"] = bland_altman(ref, pred)
         metrics[key] = entry
     return metrics
 
@@ -52,7 +63,7 @@ def _scatter_png(path: Path, predicted: pd.DataFrame) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    groups = [g for g in GROUP_STRUCTURE_TYPES if predicted["structure_type"].isin(GROUP_STRUCTURE_TYPES[g]).any()]
+    groups = _model_groups(predicted)
     figure = Figure(figsize=(4.2 * len(groups), 4.0), dpi=90)
     FigureCanvasAgg(figure)
     for n, group in enumerate(groups, start=1):
@@ -88,23 +99,124 @@ def evaluate_command(cohort: Path, out: Path, *, model_path: Path | None = None,
                                           encoding="utf-8")
         predicted.to_csv(tmp / "predictions.csv", index=False, float_format="%.6g")
         _scatter_png(tmp / "predicted_vs_reference.png", predicted)
-        rows = "".join(
-            f"<tr><td>{html.escape(k)}</td><td>{m['n']}</td><td>{100 * m['mape']:.1f}%</td>"
-            f"<td>{100 * m['baseline_mape']:.1f}%</td><td>{m['mae_gy_per_gbq']:.3f}</td><td>{m['r2']:.2f}</td>"
-            f"<td>{m['coverage_80']:.2f}</td><td>{m['coverage_90']:.2f}</td>"
-            f"<td>{100 * m['oracle_mape']:.1f}%</td></tr>" if "oracle_mape" in m else
-            f"<tr><td>{html.escape(k)}</td><td>{m['n']}</td><td>{100 * m['mape']:.1f}%</td>"
-            f"<td>{100 * m['baseline_mape']:.1f}%</td><td>{m['mae_gy_per_gbq']:.3f}</td><td>{m['r2']:.2f}</td>"
-            f"<td>{m['coverage_80']:.2f}</td><td>{m['coverage_90']:.2f}</td><td>n/a</td></tr>"
-            for k, m in metrics.items())
-        (tmp / "report.html").write_text(
-            "<!doctype html><html><head><meta charset='utf-8'><title>psmadose evaluation</title></head><body>"
-            f"<h1>Evaluation of {html.escape(loaded.model_id)}</h1>"
-            f"<p><b>Measured on {html.escape(document['measured_on'])}.</b> Research and teaching software; "
-            "virtual patients are not clinical data; not clinically validated.</p>"
-            "<table border='1' cellpadding='4'><tr><th>structure</th><th>n</th><th>MAPE</th>"
-            "<th>population-mean MAPE</th><th>MAE Gy/GBq</th><th>R²</th><th>coverage 80%</th><th>coverage 90%</th>"
-            f"<th>oracle floor MAPE</th></tr>{rows}</table>"
-            "<p><img src='predicted_vs_reference.png' alt='predicted vs reference'></p></body></html>\n",
-            encoding="utf-8")
+        _bland_altman_png(tmp / "bland_altman.png", predicted)
+        (tmp / "report.html").write_text(_report_html(loaded.model_id, document, metrics), encoding="utf-8")
     return metrics
+
+
+def _model_groups(predicted: pd.DataFrame) -> list[str]:
+    return [g for g in GROUP_STRUCTURE_TYPES if predicted["structure_type"].isin(GROUP_STRUCTURE_TYPES[g]).any()]
+
+
+def _bland_altman_png(path: Path, predicted: pd.DataFrame) -> None:
+    """Per model group: log ratio (top) and Gy/GBq difference (bottom) against the mean, with bias and LoA."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    groups = _model_groups(predicted)
+    figure = Figure(figsize=(4.2 * len(groups), 7.6), dpi=90)
+    FigureCanvasAgg(figure)
+    for n, group in enumerate(groups):
+        rows = predicted[predicted["structure_type"].isin(GROUP_STRUCTURE_TYPES[group])]
+        ref = rows["reference_gy_per_gbq"].to_numpy(dtype=float)
+        pred = rows["predicted_gy_per_gbq"].to_numpy(dtype=float)
+        agreement = bland_altman(ref, pred)
+        panels = (("log_ratio", np.sqrt(ref * pred), np.log(pred / ref), "geometric mean (Gy/GBq)",
+                   "ln(predicted / reference)"),
+                  ("gy_per_gbq", (ref + pred) / 2, pred - ref, "mean (Gy/GBq)", "predicted - reference (Gy/GBq)"))
+        for row, (key, x, d, xlabel, ylabel) in enumerate(panels):
+            axes = figure.add_subplot(2, len(groups), row * len(groups) + n + 1)
+            axes.plot(x, d, ".", alpha=0.5, markersize=4)
+            if key == "log_ratio":
+                from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+                axes.set_xscale("log")
+                axes.xaxis.set_major_formatter(ScalarFormatter())
+                axes.xaxis.set_minor_formatter(NullFormatter())
+            stats = agreement[key]
+            axes.axhline(0.0, color="0.6", linewidth=0.8)
+            axes.axhline(stats["bias"], color="k", linewidth=1.2, label=f"bias {stats['bias']:.3g}")
+            for limit in ("loa_low", "loa_high"):
+                axes.axhline(stats[limit], color="k", linestyle="--", linewidth=1)
+            axes.set(xlabel=xlabel, ylabel=ylabel,
+                     title=f"{group} (n={len(rows)}): LoA {stats['loa_low']:.3g} to {stats['loa_high']:.3g}")
+            axes.title.set_fontsize(9)
+            axes.legend(loc="best", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+def _pct_ci(m: dict, key: str) -> str:
+    value = m.get(key)
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    ci = m.get(f"{key}_ci95")
+    text = f"{100 * value:.1f}%"
+    if ci and all(math.isfinite(c) for c in ci):
+        text += f" <span class='ci'>({100 * ci[0]:.1f}–{100 * ci[1]:.1f})</span>"
+    return text
+
+
+def _num_ci(m: dict, key: str, digits: int) -> str:
+    value = m.get(key)
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    ci = m.get(f"{key}_ci95")
+    text = f"{value:.{digits}f}"
+    if ci and all(math.isfinite(c) for c in ci):
+        text += f" <span class='ci'>({ci[0]:.{digits}f} to {ci[1]:.{digits}f})</span>"
+    return text
+
+
+def _report_html(model_id: str, document: dict, metrics: dict) -> str:
+    metric_rows = []
+    for key, m in metrics.items():
+        cells = [html.escape(key), str(m["n"]), str(m.get("n_patients", "")), _pct_ci(m, "mape"),
+                 _pct_ci(m, "baseline_mape"), _num_ci(m, "mae_gy_per_gbq", 3), _num_ci(m, "r2", 2),
+                 _num_ci(m, "spearman", 2), f"{m['coverage_80']:.2f}", f"{m['coverage_90']:.2f}",
+                 _pct_ci(m, "oracle_mape")]
+        metric_rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    ba_rows = []
+    for key in GROUP_STRUCTURE_TYPES:
+        if key not in metrics:
+            continue
+        ba = metrics[key]["bland_altman"]
+        log_ratio, absolute = ba["log_ratio"], ba["gy_per_gbq"]
+        ba_rows.append(
+            f"<tr><td>{html.escape(key)}</td><td>{log_ratio['n']}</td>"
+            f"<td>{log_ratio['bias']:.3f} (×{log_ratio['ratio_bias']:.2f})</td>"
+            f"<td>{log_ratio['loa_low']:.3f} to {log_ratio['loa_high']:.3f} "
+            f"(×{log_ratio['ratio_loa_low']:.2f} to ×{log_ratio['ratio_loa_high']:.2f})</td>"
+            f"<td>{absolute['bias']:.3f}</td><td>{absolute['loa_low']:.3f} to {absolute['loa_high']:.3f}</td></tr>")
+    measured = html.escape(document["measured_on"])
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>psmadose evaluation</title>"
+        "<style>body{font-family:sans-serif;max-width:70em;margin:1em auto}td,th{padding:3px 6px}"
+        ".ci{color:#555;font-size:85%}.banner{background:#fff3cd;border:1px solid #e0b000;padding:.5em}</style>"
+        "</head><body>"
+        f"<h1>Evaluation of {html.escape(model_id)}</h1>"
+        f"<p class='banner'><b>Measured on {measured}.</b> Research and teaching software; "
+        "virtual patients are not clinical data; not clinically validated. These figures describe this cohort "
+        "only; they are not an accuracy claim for real patients.</p>"
+        "<h2>Accuracy</h2>"
+        "<p>Per structure type and model group (salivary = parotid + submandibular + lacrimal). In brackets: "
+        f"95 % confidence intervals from a patient-level bootstrap ({BOOTSTRAP_RESAMPLES} resamples of patients, "
+        f"fixed seed {BOOTSTRAP_SEED}); with few patients they are wide and themselves uncertain. "
+        "The population-mean MAPE is the baseline (training mean Gy/GBq of the structure type); the oracle "
+        "floor is the error of the simulator's noise-free prediction, where the cohort records it.</p>"
+        "<table border='1' cellspacing='0'><tr><th>structure</th><th>n</th><th>patients</th><th>MAPE</th>"
+        "<th>population-mean MAPE (baseline)</th><th>MAE Gy/GBq</th><th>R²</th><th>Spearman ρ</th>"
+        "<th>coverage 80%</th><th>coverage 90%</th><th>oracle floor MAPE</th></tr>"
+        f"{''.join(metric_rows)}</table>"
+        "<h2>Predicted vs reference</h2>"
+        "<p><img src='predicted_vs_reference.png' alt='predicted vs reference Gy/GBq, log axes, identity line'></p>"
+        "<h2>Bland-Altman agreement</h2>"
+        "<p>Bias and 95 % limits of agreement (bias ± 1.96 SD) per model group, on ln(predicted/reference) "
+        "(× = the same as a predicted/reference factor) and on Gy/GBq.</p>"
+        "<table border='1' cellspacing='0'><tr><th>group</th><th>n</th><th>bias ln ratio</th>"
+        "<th>LoA ln ratio</th><th>bias Gy/GBq</th><th>LoA Gy/GBq</th></tr>"
+        f"{''.join(ba_rows)}</table>"
+        "<p><img src='bland_altman.png' alt='Bland-Altman plots per model group'></p>"
+        f"<p>Model {html.escape(model_id)} (sha256 {html.escape(document['model_sha256'])}); "
+        f"cohort {html.escape(document['cohort'])}.</p>"
+        "</body></html>\n")

@@ -56,6 +56,8 @@ class PredictionResult:
     cycles: int
     provenance: dict
     warnings: list[str] = field(default_factory=list)
+    planning: dict = field(default_factory=dict)  # psmadose.planning.planning_summary
+    explanations: dict = field(default_factory=dict)  # segment -> psmadose.explain contributors
 
     def rows(self) -> list[dict]:
         return [asdict(p) for p in self.predictions]
@@ -121,7 +123,13 @@ def predict_case(case: Case, loaded: LoadedModel, activity_gbq: float | None = N
         "input_sha256": {k: sha256_file(v) for k, v in case.input_files.items()},
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    return PredictionResult(case.case_id, predictions, activity, cycles, provenance, list(case.warnings))
+    result = PredictionResult(case.case_id, predictions, activity, cycles, provenance, list(case.warnings))
+    from .explain import explain_predictions
+    from .planning import planning_summary
+
+    result.planning = planning_summary(result.rows(), activity, cycles)
+    result.explanations = explain_predictions(loaded.model_set, table)
+    return result
 
 
 def _types(group: str) -> tuple[str, ...]:
@@ -151,7 +159,7 @@ def write_doses_json(path: Path, result: PredictionResult, colormap: str) -> Non
                 "units": {"predicted_gy_per_gbq": "Gy/GBq", "predicted_gy": "Gy per cycle at activity_gbq",
                           "predicted_gy_cumulative": "Gy over the planned cycles (cycle-1 kinetics assumed)"},
                 "segments": result.rows(), "warnings": result.warnings, "dose_colormap": colormap,
-                "provenance": result.provenance}
+                "planning": result.planning, "explanations": result.explanations, "provenance": result.provenance}
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
 
 
@@ -178,7 +186,8 @@ def write_prediction(out_dir: Path, case: Case, result: PredictionResult, loaded
     masks = {s.name: s.mask for s in case.segments}
     write_report(out_dir, case_id=case.case_id, rows=result.rows(), pet_array=case.pet_array,
                  spacing_mm=tuple(case.pet.GetSpacing()), masks=masks, clinical=case.clinical.to_dict(),
-                 model_card=loaded.card, provenance=result.provenance, warnings=result.warnings)
+                 model_card=loaded.card, provenance=result.provenance, warnings=result.warnings,
+                 planning=result.planning, explanations=result.explanations)
 
 
 def run_predict(case_dir: Path, out: Path, *, activity_gbq: float | None = None, model_path: Path | None = None,

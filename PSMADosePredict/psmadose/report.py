@@ -873,13 +873,19 @@ def write_report(
     provenance: dict,
     warnings: list[str],
     direction: Sequence[float] | None = None,
+    planning: dict | None = None,
+    explanations: dict | None = None,
 ) -> Path:
     """Write ``report.html`` with its PNG figures into ``out_dir`` and return the path of the HTML file.
 
     ``rows``: one dict per predicted segment (keys as in doses.csv). ``pet_array``: SUV, (k, j, i) on an LPS
     grid; ``spacing_mm``: (i, j, k) as SimpleITK's GetSpacing(); ``masks``: segment name -> bool (k, j, i).
     ``direction``: optional SimpleITK direction (9 values); without it the grid is taken as axis-aligned LPS.
+    ``planning`` / ``explanations``: optional sections (``psmadose.planning``, ``psmadose.explain``).
     """
+    from .explain import explanations_html
+    from .planning import planning_html
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = list(rows or [])
@@ -936,6 +942,8 @@ dose per injected activity of 177Lu-PSMA at cycle 1 (Gy/GBq); per-cycle and cumu
 the planned activity and number of cycles (assuming the same dose per GBq in every cycle). Intervals are
 prediction intervals. {_esc(colormap_description())}</p>
 {_rows_table(rows, activity, cycles)}
+{planning_html(planning)}
+{explanations_html(explanations)}
 
 <h2>Warnings</h2>
 {warnings_html}

@@ -1,0 +1,137 @@
+"""Planning aids derived from one case's predicted doses: decision support, not a prescription.
+
+- Kidneys: the mean absorbed dose of both kidneys together, cumulative over the planned cycles, with the
+  prediction intervals; and the activity per cycle that keeps it under the kidney reference limit
+  (``report.DOSE_LIMITS``: 23 Gy, Fendler et al. 2016, external-beam-derived), both at the predicted dose
+  and, conservatively, at the upper bound of the 80 % interval.
+- Tumours: a flag for each tumour whose predicted Gy/GBq is below the mean of non-responders in Volter et al.
+  2021 (4.0 Gy/GBq; ``report.TUMOUR_DOSE_REFERENCES``) — a published group mean for orientation, not a
+  response threshold.
+
+Cumulative doses assume the cycle-1 dose per GBq repeats in every cycle (as the per-row columns do).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+
+from .report import TUMOUR_DOSE_REFERENCES, dose_limit_for
+
+DECISION_SUPPORT_NOTE = (
+    "Decision support for research and teaching, not a prescription: predictions from a model trained on "
+    "virtual patients, not clinically validated. Cumulative doses assume the cycle-1 Gy/GBq repeats in "
+    "every cycle."
+)
+LEVELS = ("80", "90")
+
+
+def low_tumour_reference():
+    """The Volter 2021 non-responder mean tumour dose (Gy/GBq) from the report's reference list."""
+    for reference in TUMOUR_DOSE_REFERENCES:
+        if "non-responder" in reference.label:
+            return reference
+    return None
+
+
+def kidney_summary(rows: list[dict], activity_gbq: float, cycles: int) -> dict | None:
+    """Both kidneys as one organ: volume-weighted mean Gy/GBq (= energy over combined mass at equal density).
+
+    The interval of the combined mean is the volume-weighted mean of the segments' bounds: exact when the
+    kidneys share one interval factor (one model group), and errs wide otherwise (it assumes their errors
+    are fully correlated, which is close to the truth for two kidneys of one patient).
+    """
+    kidneys = [r for r in rows if r.get("structure_type") == "kidney"]
+    if not kidneys:
+        return None
+    volumes = [float(r["volume_ml"]) for r in kidneys]
+    total = sum(volumes)
+
+    def mean_of(key: str) -> float:
+        return sum(v * float(r[key]) for v, r in zip(volumes, kidneys)) / total
+
+    per_gbq = mean_of("predicted_gy_per_gbq")
+    scale = activity_gbq * cycles
+    summary = {
+        "segments": [r["segment"] for r in kidneys],
+        "combined_volume_ml": total,
+        "mean_gy_per_gbq": per_gbq,
+        "cumulative_gy": per_gbq * scale,
+    }
+    for level in LEVELS:
+        summary[f"cumulative_{level}_low_gy"] = mean_of(f"interval_{level}_low_gy_per_gbq") * scale
+        summary[f"cumulative_{level}_high_gy"] = mean_of(f"interval_{level}_high_gy_per_gbq") * scale
+    limit = dose_limit_for("kidney")
+    if limit is not None:
+        high80 = mean_of("interval_80_high_gy_per_gbq")
+        summary.update({
+            "limit_gy": limit.value,
+            "limit_source": limit.source,
+            "activity_per_cycle_under_limit_gbq": limit.value / (per_gbq * cycles),
+            "activity_per_cycle_under_limit_conservative_gbq": limit.value / (high80 * cycles),
+            "planned_activity_exceeds_limit_activity": activity_gbq > limit.value / (per_gbq * cycles),
+        })
+    if len(kidneys) != 2:
+        summary["note"] = f"{len(kidneys)} kidney segment(s) found; the summary covers those only"
+    return summary
+
+
+def low_tumour_flags(rows: list[dict]) -> dict | None:
+    reference = low_tumour_reference()
+    if reference is None:
+        return None
+    threshold = reference.value_gy_per_gbq
+    flagged = [
+        {"segment": r["segment"], "predicted_gy_per_gbq": float(r["predicted_gy_per_gbq"]),
+         "interval_80_high_gy_per_gbq": float(r["interval_80_high_gy_per_gbq"]),
+         "upper_80_below_reference": float(r["interval_80_high_gy_per_gbq"]) < threshold}
+        for r in rows if r.get("structure_type") == "tumour" and float(r["predicted_gy_per_gbq"]) < threshold
+    ]
+    return {"reference_gy_per_gbq": threshold, "source": reference.source,
+            "n_tumours": sum(r.get("structure_type") == "tumour" for r in rows), "low_dose_tumours": flagged}
+
+
+def planning_summary(rows: list[dict], activity_gbq: float, cycles: int) -> dict:
+    """The "planning" block of doses.json for one case (rows as in doses.csv)."""
+    return {"decision_support_note": DECISION_SUPPORT_NOTE, "activity_gbq": activity_gbq, "cycles": cycles,
+            "kidneys": kidney_summary(rows, activity_gbq, cycles), "tumours": low_tumour_flags(rows)}
+
+
+def _f(value: float, digits: int = 3) -> str:
+    return f"{value:.{digits}g}" if value is not None and math.isfinite(value) else "n/a"
+
+
+def planning_html(summary: dict | None) -> str:
+    """A short report section; empty when there is nothing to show."""
+    if not summary:
+        return ""
+    parts = ["<h2>Planning aids (decision support, not a prescription)</h2>",
+             f"<p class='small'>{html.escape(summary['decision_support_note'])}</p><ul>"]
+    kidneys = summary.get("kidneys")
+    if kidneys:
+        parts.append(
+            f"<li>Kidneys ({html.escape(', '.join(kidneys['segments']))}, together): predicted mean "
+            f"{_f(kidneys['mean_gy_per_gbq'])} Gy/GBq; cumulative over {summary['cycles']} cycles of "
+            f"{_f(summary['activity_gbq'])} GBq: <b>{_f(kidneys['cumulative_gy'])} Gy</b> "
+            f"(80 % interval {_f(kidneys['cumulative_80_low_gy'])}–{_f(kidneys['cumulative_80_high_gy'])} Gy).")
+        if "limit_gy" in kidneys:
+            parts.append(
+                f" Activity per cycle keeping the kidneys under {_f(kidneys['limit_gy'])} Gy cumulative: "
+                f"{_f(kidneys['activity_per_cycle_under_limit_gbq'])} GBq at the predicted dose, "
+                f"<b>{_f(kidneys['activity_per_cycle_under_limit_conservative_gbq'])} GBq</b> at the upper 80 % "
+                f"bound (conservative). {html.escape(kidneys['limit_source'])}")
+        if kidneys.get("note"):
+            parts.append(f" ({html.escape(kidneys['note'])})")
+        parts.append("</li>")
+    tumours = summary.get("tumours")
+    if tumours and tumours["n_tumours"]:
+        flagged = tumours["low_dose_tumours"]
+        names = ", ".join(f"{t['segment']} ({_f(t['predicted_gy_per_gbq'])} Gy/GBq"
+                          + ("; upper 80 % bound also below" if t["upper_80_below_reference"] else "") + ")"
+                          for t in flagged)
+        parts.append(
+            f"<li>Tumours predicted below {_f(tumours['reference_gy_per_gbq'])} Gy/GBq: {len(flagged)} of "
+            f"{tumours['n_tumours']}{': ' + html.escape(names) if flagged else ''}. "
+            f"{html.escape(tumours['source'])}</li>")
+    parts.append("</ul>")
+    return "".join(parts)
