@@ -25,7 +25,7 @@ CARD_FILE = "model_card.json"
 RADIOMICS_FILE = "radiomics_params.yaml"  # pyradiomics settings, present when the model uses radiomics
 BUNDLED_MODEL_NAME = "psmadose-virtual-v1"
 # Pinned by `python -m psmadose.train_bundled` (tools/build_bundled_model.sh); checked by tests.
-BUNDLED_MODEL_SHA256 = "e0acedd465be687f209e4eb2c685f4f9464e364feff49d342516f2cf4aae4058"
+BUNDLED_MODEL_SHA256 = "fc4d971009450ec9dd34c5873e502b9521fc5c292e90ac9fae6335f426756bb1"
 
 ALLOWED_TYPES = sorted({
     "psmadose.model.DoseModelSet", "psmadose.model.DoseModel", "psmadose.model.PopulationMeanRegressor",
