@@ -14,7 +14,6 @@ Also runs on the PyPI package slicer-core (``python batch_cli.py --cases ... --o
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import sys
 from pathlib import Path
@@ -63,6 +62,7 @@ def parseArgs(argv: list[str]) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, logCallback=None) -> dict:
+    from psmadose.batch import write_batch_summary
     from psmadose.errors import InputError
     from psmadose.features.table import list_cases
     from psmadose.outputs import atomic_output_dir, check_output_dir
@@ -107,12 +107,8 @@ def run(args: argparse.Namespace, logCallback=None) -> dict:
                         scene.RemoveNode(node.GetNthDisplayNode(i))
                     scene.RemoveNode(node.GetStorageNode())
                     scene.RemoveNode(node)
-        with open(tmp / "batch_summary.csv", "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["case_id", "status", "n_segments", "message"])
-            writer.writeheader()
-            writer.writerows(results)
-    failed = sum(r["status"] != "ok" for r in results)
-    return {"succeeded": len(results) - failed, "failed": failed}
+        summary = write_batch_summary(tmp / "batch_summary.csv", results)
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ from psmadose.case import Case, Segment
 from psmadose.clinical import validate_clinical
 from psmadose.errors import InputError
 from psmadose.images import (
+    check_ct_hu,
     check_pet_suv,
     geometry_from_ijk_to_lps,
     image_from_array,
@@ -100,16 +101,7 @@ def checkPetLooksLikeSuv(petNode) -> str | None:
 
 def _ctImage(ctNode, pet: sitk.Image) -> sitk.Image:
     ct = imageFromVolumeNode(ctNode, "CT")
-    name = ctNode.GetName()
-    if not overlaps(ct, pet):
-        raise InputError(f"{name}: CT does not overlap the PET in space; select the CT of the same study")
-    values = sitk.GetArrayViewFromImage(ct)
-    if not np.isfinite(values).all():
-        raise InputError(f"{name}: CT has NaN/infinite voxels; re-import it")
-    low, high = float(values.min()), float(values.max())
-    if low >= 0 and high > 2000:
-        raise InputError(f"{name}: CT values {low:g}..{high:g} look like raw stored values, not HU; "
-                         "apply RescaleSlope/RescaleIntercept (HU = value * slope + intercept)")
+    check_ct_hu(ct, pet, ctNode.GetName())
     return ct
 
 

@@ -67,9 +67,15 @@ def run_batch(cases: Path, out: Path, *, model_path: Path | None = None, trust_m
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
-        with open(tmp / "batch_summary.csv", "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["case_id", "status", "n_segments", "message"])
-            writer.writeheader()
-            writer.writerows(results)
+        summary = write_batch_summary(tmp / "batch_summary.csv", results)
+    return summary
+
+
+def write_batch_summary(path: Path, results: list[dict]) -> dict:
+    """batch_summary.csv (case_id, status, n_segments, message) and the counts of successes and failures."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["case_id", "status", "n_segments", "message"])
+        writer.writeheader()
+        writer.writerows(results)
     failed = sum(r["status"] != "ok" for r in results)
     return {"succeeded": len(results) - failed, "failed": failed}

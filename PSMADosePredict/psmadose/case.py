@@ -19,6 +19,7 @@ import SimpleITK as sitk
 from .clinical import Clinical, read_clinical, write_clinical
 from .errors import InputError
 from .images import (
+    check_ct_hu,
     check_pet_suv,
     find_image,
     image_from_array,
@@ -148,16 +149,7 @@ def read_case(directory: Path, *, require_doses: bool = False,
         frame_warning = check_same_frame(pet_frame, ct_frame, str(directory))
         if frame_warning:
             warnings.append(frame_warning)
-        if not overlaps(ct, pet):
-            raise InputError(f"{ct_path}: CT does not overlap the PET in space; check that both come from "
-                             "the same study (origins and directions in the headers)")
-        ct_values = sitk.GetArrayViewFromImage(ct)
-        if not np.isfinite(ct_values).all():
-            raise InputError(f"{ct_path}: CT has NaN/infinite voxels; re-export it")
-        low, high = float(ct_values.min()), float(ct_values.max())
-        if low >= 0 and high > 2000:
-            raise InputError(f"{ct_path}: CT values {low:g}..{high:g} look like raw stored values, not HU; "
-                             "apply RescaleSlope/RescaleIntercept (HU = value * slope + intercept)")
+        check_ct_hu(ct, pet, str(ct_path))
         inputs["ct"] = ct_path
 
     seg_path = _find_segmentation(directory)

@@ -136,3 +136,17 @@ def mask_bounds(mask: np.ndarray) -> tuple[tuple[int, int], ...] | None:
             return None
         bounds.append((int(hits[0]), int(hits[-1])))
     return tuple(bounds)
+
+
+def check_ct_hu(ct: sitk.Image, pet: sitk.Image, source: str) -> None:
+    """A CT must overlap the PET, be finite and be in HU (not raw stored values)."""
+    if not overlaps(ct, pet):
+        raise InputError(f"{source}: CT does not overlap the PET in space; check that both come from the same study "
+                         "(origins and directions in the headers)")
+    values = sitk.GetArrayViewFromImage(ct)
+    if not np.isfinite(values).all():
+        raise InputError(f"{source}: CT has NaN/infinite voxels; re-export it")
+    low, high = float(values.min()), float(values.max())
+    if low >= 0 and high > 2000:
+        raise InputError(f"{source}: CT values {low:g}..{high:g} look like raw stored values, not HU; "
+                         "apply RescaleSlope/RescaleIntercept (HU = value * slope + intercept)")
