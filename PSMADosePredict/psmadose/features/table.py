@@ -22,10 +22,12 @@ ID_COLUMNS = ("case_id", "segment", "structure_type")
 FEATURE_FAMILIES = ("uptake", "patient", "clinical", "radiomics")
 
 
-def extract_features(case: Case, radiomics_params: Path | str | None = None) -> pd.DataFrame:
+def extract_features(case: Case, radiomics_params: Path | str | None = None,
+                     radiomics_workers: int | None = None) -> pd.DataFrame:
     """Features of every segment of a case (reference organs included: they describe the patient).
 
-    With ``radiomics_params`` (a pyradiomics settings file), PET/CT radiomics columns are added.
+    With ``radiomics_params`` (a pyradiomics settings file), PET/CT radiomics columns are added, computed by
+    ``radiomics_workers`` processes (default serial: cohorts are already parallel across cases).
     """
     spacing_kji = tuple(case.pet.GetSpacing()[::-1])
     ct = case.ct_on_pet_grid()
@@ -44,7 +46,8 @@ def extract_features(case: Case, radiomics_params: Path | str | None = None) -> 
     if radiomics_params is not None:
         from .radiomics import RadiomicsExtractor
 
-        radiomics = RadiomicsExtractor(radiomics_params).extract_case(case, ct_on_pet_grid=ct)
+        radiomics = RadiomicsExtractor(radiomics_params).extract_case(case, workers=radiomics_workers,
+                                                                      ct_on_pet_grid=ct)
         table = table.merge(radiomics, on="segment", how="left", validate="one_to_one")
     return table
 
