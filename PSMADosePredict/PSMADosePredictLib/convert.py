@@ -23,6 +23,7 @@ from psmadose.images import (
     check_ct_hu,
     check_pet_suv,
     geometry_from_ijk_to_lps,
+    ijk_to_lps,
     image_from_array,
     overlaps,
     resample_to,
@@ -254,20 +255,26 @@ def _storageMessages(storageNode) -> str:
     return (messages.GetAllMessagesAsString() if messages is not None else "") or "no message"
 
 
+def _readWithStorageNode(scene, node, storage, path: Path, what: str) -> None:
+    """Read ``path`` into ``node`` through ``storage``; on failure remove both and raise InputError (VTK only
+    logs its errors, so ReadData's return value is the signal)."""
+    storage.SetFileName(str(path))
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    if not storage.ReadData(node):
+        message = _storageMessages(storage)
+        scene.RemoveNode(node)
+        scene.RemoveNode(storage)
+        raise InputError(f"{path}: Slicer could not read the {what} ({message})")
+
+
 def loadVolumeNode(path: Path, name: str | None = None, scene=None):
     """A scalar volume node read by Slicer's own storage node (raises InputError on failure)."""
     scene = _scene(scene)
     path = Path(path)
     node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name or path.name.split(".")[0])
     storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
-    storage.SetFileName(str(path))
     storage.SetSingleFile(True)
-    node.SetAndObserveStorageNodeID(storage.GetID())
-    if not storage.ReadData(node):
-        message = _storageMessages(storage)
-        scene.RemoveNode(node)
-        scene.RemoveNode(storage)
-        raise InputError(f"{path}: Slicer could not read the image ({message})")
+    _readWithStorageNode(scene, node, storage, path, "image")
     node.CreateDefaultDisplayNodes()
     return node
 
@@ -302,19 +309,10 @@ def loadSegmentationNode(path: Path, name: str | None = None, scene=None):
     node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name or path.name.split(".")[0])
     if path.name.endswith(".seg.nrrd"):
         storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
-        storage.SetFileName(str(path))
-        node.SetAndObserveStorageNodeID(storage.GetID())
-        if not storage.ReadData(node):
-            message = _storageMessages(storage)
-            scene.RemoveNode(node)
-            scene.RemoveNode(storage)
-            raise InputError(f"{path}: Slicer could not read the segmentation ({message})")
+        _readWithStorageNode(scene, node, storage, path, "segmentation")
     else:  # label image + labels.json: through the core reader (names from the JSON)
         geometry, rawSegments = read_segmentation(path)
-        ijkToLps = np.eye(4)
-        direction = np.array(geometry.GetDirection()).reshape(3, 3)
-        ijkToLps[:3, :3] = direction @ np.diag(geometry.GetSpacing())
-        ijkToLps[:3, 3] = geometry.GetOrigin()
+        ijkToLps = ijk_to_lps(geometry)
         for raw in rawSegments:
             kind = resolve_structure_type(raw.name, raw.tags)
             color = raw.color or (STRUCTURE_COLORS[kind.value] if kind else (0.5, 0.5, 0.5))

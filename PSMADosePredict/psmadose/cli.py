@@ -62,6 +62,13 @@ class _Progress:
         if self.bar is not None:
             self.bar.close()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
 
 def _positive_float(text: str) -> float:
     try:
@@ -95,13 +102,10 @@ def format_table(rows: list[dict], activity_gbq: float, cycles: int) -> str:
 def cmd_simulate(args) -> int:
     from .simulate.cohort import simulate_cohort
 
-    progress = _Progress("simulating")
-    try:
+    with _Progress("simulating") as progress:
         simulate_cohort(args.out, args.preset, n_patients=args.patients, seed=args.seed,
                         spect_times_h=args.spect_times, workers=args.workers, overwrite=args.overwrite,
                         progress=progress)
-    finally:
-        progress.close()
     print(f"wrote virtual patients to {args.out}")
     return 0
 
@@ -164,6 +168,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    import shutil
     import tempfile
 
     from .case import read_case
@@ -179,8 +184,6 @@ def cmd_demo(args) -> int:
             simulate_cohort(cohort, "demo", workers=1)
             (tmp / "virtual_patient").mkdir()
             case_dir = cohort / "vp001"
-            import shutil
-
             shutil.copytree(case_dir, tmp / "virtual_patient", dirs_exist_ok=True)
         case = read_case(tmp / "virtual_patient")
         result = predict_case(case, loaded)
@@ -201,12 +204,9 @@ def cmd_demo(args) -> int:
 def cmd_train(args) -> int:
     from .training import train_command
 
-    progress = _Progress("training")
-    try:
+    with _Progress("training") as progress:
         card = train_command(args.cohort, args.out, workers=args.workers, overwrite=args.overwrite,
                              name=args.name, radiomics=not args.no_radiomics, progress=progress)
-    finally:
-        progress.close()
     print(f"model {card['model_id']} written to {args.out}")
     for group, m in card["metrics"].items():
         print(f"  {group:<9} {m['selected']:<26} grouped-CV MAPE {100 * m['mape']:5.1f}%  "
@@ -218,12 +218,9 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from .evaluation import evaluate_command
 
-    progress = _Progress("evaluating")
-    try:
+    with _Progress("evaluating") as progress:
         metrics = evaluate_command(args.cohort, args.out, model_path=args.model, trust_model=args.trust_model,
                                    workers=args.workers, overwrite=args.overwrite, progress=progress)
-    finally:
-        progress.close()
     for kind, m in metrics.items():
         if isinstance(m, dict) and "mape" in m:
             ci = m.get("mape_ci95") or [float("nan")] * 2
@@ -237,12 +234,9 @@ def cmd_evaluate(args) -> int:
 def cmd_batch(args) -> int:
     from .batch import run_batch
 
-    progress = _Progress("predicting")
-    try:
+    with _Progress("predicting") as progress:
         summary = run_batch(args.cases, args.out, model_path=args.model, trust_model=args.trust_model,
                             workers=args.workers, overwrite=args.overwrite, progress=progress)
-    finally:
-        progress.close()
     print(f"{summary['succeeded']} case(s) predicted, {summary['failed']} failed; see {args.out}/batch_summary.csv")
     return 0 if summary["failed"] == 0 else 2
 

@@ -146,35 +146,26 @@ def _bland_altman_png(path: Path, predicted: pd.DataFrame) -> None:
     figure.savefig(path)
 
 
-def _pct_ci(m: dict, key: str) -> str:
+def _with_ci(m: dict, key: str, digits: int = 1, percent: bool = False) -> str:
+    """A metric with its bootstrap 95% CI, as HTML ("n/a" when missing)."""
     value = m.get(key)
     if value is None or not math.isfinite(value):
         return "n/a"
+    scale, unit, dash = (100.0, "%", "–") if percent else (1.0, "", " to ")
+    text = f"{scale * value:.{digits}f}{unit}"
     ci = m.get(f"{key}_ci95")
-    text = f"{100 * value:.1f}%"
     if ci and all(math.isfinite(c) for c in ci):
-        text += f" <span class='ci'>({100 * ci[0]:.1f}–{100 * ci[1]:.1f})</span>"
-    return text
-
-
-def _num_ci(m: dict, key: str, digits: int) -> str:
-    value = m.get(key)
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    ci = m.get(f"{key}_ci95")
-    text = f"{value:.{digits}f}"
-    if ci and all(math.isfinite(c) for c in ci):
-        text += f" <span class='ci'>({ci[0]:.{digits}f} to {ci[1]:.{digits}f})</span>"
+        text += f" <span class='ci'>({scale * ci[0]:.{digits}f}{dash}{scale * ci[1]:.{digits}f})</span>"
     return text
 
 
 def _report_html(model_id: str, document: dict, metrics: dict) -> str:
     metric_rows = []
     for key, m in metrics.items():
-        cells = [html.escape(key), str(m["n"]), str(m.get("n_patients", "")), _pct_ci(m, "mape"),
-                 _pct_ci(m, "baseline_mape"), _num_ci(m, "mae_gy_per_gbq", 3), _num_ci(m, "r2", 2),
-                 _num_ci(m, "spearman", 2), f"{m['coverage_80']:.2f}", f"{m['coverage_90']:.2f}",
-                 _pct_ci(m, "oracle_mape")]
+        cells = [html.escape(key), str(m["n"]), str(m.get("n_patients", "")), _with_ci(m, "mape", percent=True),
+                 _with_ci(m, "baseline_mape", percent=True), _with_ci(m, "mae_gy_per_gbq", 3), _with_ci(m, "r2", 2),
+                 _with_ci(m, "spearman", 2), f"{m['coverage_80']:.2f}", f"{m['coverage_90']:.2f}",
+                 _with_ci(m, "oracle_mape", percent=True)]
         metric_rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     ba_rows = []
     for key in GROUP_STRUCTURE_TYPES:

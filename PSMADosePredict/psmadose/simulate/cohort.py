@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -121,9 +120,9 @@ def simulate_cohort(out: Path, preset_name: str = "demo", *, n_patients: int | N
     if spect_times_h is not None:
         if not spect_times_h or any(not (0 < t <= 2000) for t in spect_times_h):
             raise InputError("--spect-times must be hours after injection in (0, 2000], e.g. 4,24,96")
-    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
-    if workers < 1:
-        raise InputError("--workers must be >= 1")
+    from ..features.table import available_workers
+
+    workers = min(available_workers(workers), len(tasks))  # refuses --workers 0 or negative
     from .. import __version__
 
     with atomic_output_dir(out, overwrite) as tmp:
