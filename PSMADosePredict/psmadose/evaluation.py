@@ -49,7 +49,12 @@ def evaluation_metrics(predicted: pd.DataFrame, population_means: dict, *, n_res
         for level in ("80", "90"):
             entry[f"coverage_{level}"] = coverage(ref, rows[f"interval_{level}_low_gy_per_gbq"].to_numpy(),
                                                   rows[f"interval_{level}_high_gy_per_gbq"].to_numpy())
+        if "interval_stratum" in rows and rows["interval_stratum"].nunique() > 1:
+            entry["coverage_by_stratum"] = _coverage_by_stratum(rows)
         entry["out_of_domain_fraction"] = float(1 - rows["in_domain"].mean())
+        if "domain_warnings" in rows:
+            entry["multivariate_out_of_domain_fraction"] = float(
+                rows["domain_warnings"].str.contains("unusual combination of features").mean())
         if "oracle_gy_per_gbq" in rows and rows["oracle_gy_per_gbq"].notna().all():
             entry["oracle_mape"] = dose_metrics(ref, rows["oracle_gy_per_gbq"].to_numpy(dtype=float))["mape"]
         entry.update(bootstrap_dose_metrics(ref, pred, rows["case_id"].to_numpy(), n_resamples=n_resamples,
@@ -59,22 +64,51 @@ def evaluation_metrics(predicted: pd.DataFrame, population_means: dict, *, n_res
     return metrics
 
 
+def _coverage_by_stratum(rows: pd.DataFrame) -> dict:
+    """Interval coverage within each calibration stratum (e.g. tumour volume terciles): conditional coverage."""
+    out = {}
+    for stratum, subset in rows.groupby("interval_stratum", sort=True):
+        ref = subset["reference_gy_per_gbq"].to_numpy(dtype=float)
+        out[str(stratum)] = {"n": int(len(subset)), **{
+            f"coverage_{level}": coverage(ref, subset[f"interval_{level}_low_gy_per_gbq"].to_numpy(),
+                                          subset[f"interval_{level}_high_gy_per_gbq"].to_numpy())
+            for level in ("80", "90")}}
+    return out
+
+
+def _plain_log_axes(axes, y: bool = True) -> None:
+    """Log axes labelled 0.2, 0.5, 1, 2 ... rather than overlapping 2x10^-1 minor labels."""
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    for axis in (axes.xaxis, axes.yaxis) if y else (axes.xaxis,):
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(FormatStrFormatter("%g"))
+        axis.set_minor_formatter(NullFormatter())
+
+
 def _scatter_png(path: Path, predicted: pd.DataFrame) -> None:
+    """Predicted vs reference per model group, log axes, one colour per structure type, identity line."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     groups = _model_groups(predicted)
-    figure = Figure(figsize=(4.2 * len(groups), 4.0), dpi=90)
+    figure = Figure(figsize=(4.2 * len(groups), 4.2), dpi=90)
     FigureCanvasAgg(figure)
     for n, group in enumerate(groups, start=1):
         axes = figure.add_subplot(1, len(groups), n)
         rows = predicted[predicted["structure_type"].isin(GROUP_STRUCTURE_TYPES[group])]
         ref, pred = rows["reference_gy_per_gbq"], rows["predicted_gy_per_gbq"]
-        axes.loglog(ref, pred, ".", alpha=0.5, markersize=4)
+        for structure_type in GROUP_STRUCTURE_TYPES[group]:
+            subset = rows[rows["structure_type"] == structure_type]
+            if not subset.empty:
+                axes.loglog(subset["reference_gy_per_gbq"], subset["predicted_gy_per_gbq"], ".", alpha=0.5,
+                            markersize=4, label=f"{structure_type} ({len(subset)})")
         low, high = float(min(ref.min(), pred.min())) * 0.8, float(max(ref.max(), pred.max())) * 1.25
-        axes.plot([low, high], [low, high], "k--", linewidth=1)
+        axes.plot([low, high], [low, high], "k--", linewidth=1, label="identity")
         axes.set(xlim=(low, high), ylim=(low, high), xlabel="reference (Gy/GBq)", ylabel="predicted (Gy/GBq)",
                  title=f"{group} (n={len(rows)})")
+        _plain_log_axes(axes)
+        axes.legend(loc="upper left", fontsize=8)
     figure.tight_layout()
     figure.savefig(path)
 
@@ -128,11 +162,8 @@ def _bland_altman_png(path: Path, predicted: pd.DataFrame) -> None:
             axes = figure.add_subplot(2, len(groups), row * len(groups) + n + 1)
             axes.plot(x, d, ".", alpha=0.5, markersize=4)
             if key == "log_ratio":
-                from matplotlib.ticker import NullFormatter, ScalarFormatter
-
                 axes.set_xscale("log")
-                axes.xaxis.set_major_formatter(ScalarFormatter())
-                axes.xaxis.set_minor_formatter(NullFormatter())
+                _plain_log_axes(axes, y=False)
             stats = agreement[key]
             axes.axhline(0.0, color="0.6", linewidth=0.8)
             axes.axhline(stats["bias"], color="k", linewidth=1.2, label=f"bias {stats['bias']:.3g}")
@@ -159,13 +190,20 @@ def _with_ci(m: dict, key: str, digits: int = 1, percent: bool = False) -> str:
     return text
 
 
+def _ood_cell(m: dict) -> str:
+    text = f"{100 * m['out_of_domain_fraction']:.1f}%"
+    if "multivariate_out_of_domain_fraction" in m:
+        text += f" ({100 * m['multivariate_out_of_domain_fraction']:.1f}%)"
+    return text
+
+
 def _report_html(model_id: str, document: dict, metrics: dict) -> str:
     metric_rows = []
     for key, m in metrics.items():
         cells = [html.escape(key), str(m["n"]), str(m.get("n_patients", "")), _with_ci(m, "mape", percent=True),
                  _with_ci(m, "baseline_mape", percent=True), _with_ci(m, "mae_gy_per_gbq", 3), _with_ci(m, "r2", 2),
                  _with_ci(m, "spearman", 2), f"{m['coverage_80']:.2f}", f"{m['coverage_90']:.2f}",
-                 _with_ci(m, "oracle_mape", percent=True)]
+                 _with_ci(m, "oracle_mape", percent=True), _ood_cell(m)]
         metric_rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     ba_rows = []
     for key in GROUP_STRUCTURE_TYPES:
@@ -179,6 +217,15 @@ def _report_html(model_id: str, document: dict, metrics: dict) -> str:
             f"<td>{log_ratio['loa_low']:.3f} to {log_ratio['loa_high']:.3f} "
             f"(×{log_ratio['ratio_loa_low']:.2f} to ×{log_ratio['ratio_loa_high']:.2f})</td>"
             f"<td>{absolute['bias']:.3f}</td><td>{absolute['loa_low']:.3f} to {absolute['loa_high']:.3f}</td></tr>")
+    stratum_rows = "".join(
+        f"<tr><td>{html.escape(key)}</td><td>{html.escape(stratum)}</td><td>{c['n']}</td>"
+        f"<td>{c['coverage_80']:.2f}</td><td>{c['coverage_90']:.2f}</td></tr>"
+        for key, m in metrics.items() for stratum, c in m.get("coverage_by_stratum", {}).items())
+    strata_html = ("<h2>Interval coverage within calibration strata</h2><p>Intervals are calibrated per structure "
+                   "type and, for tumours, per volume tercile; coverage within each stratum (conditional "
+                   "coverage) should also be near nominal.</p><table border='1' cellspacing='0'><tr><th>structure"
+                   "</th><th>stratum</th><th>n</th><th>coverage 80%</th><th>coverage 90%</th></tr>"
+                   f"{stratum_rows}</table>") if stratum_rows else ""
     measured = html.escape(document["measured_on"])
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>psmadose evaluation</title>"
@@ -197,8 +244,10 @@ def _report_html(model_id: str, document: dict, metrics: dict) -> str:
         "floor is the error of the simulator's noise-free prediction, where the cohort records it.</p>"
         "<table border='1' cellspacing='0'><tr><th>structure</th><th>n</th><th>patients</th><th>MAPE</th>"
         "<th>population-mean MAPE (baseline)</th><th>MAE Gy/GBq</th><th>R²</th><th>Spearman ρ</th>"
-        "<th>coverage 80%</th><th>coverage 90%</th><th>oracle floor MAPE</th></tr>"
+        "<th>coverage 80%</th><th>coverage 90%</th><th>oracle floor MAPE</th>"
+        "<th>out of domain (of which multivariate)</th></tr>"
         f"{''.join(metric_rows)}</table>"
+        f"{strata_html}"
         "<h2>Predicted vs reference</h2>"
         "<p><img src='predicted_vs_reference.png' alt='predicted vs reference Gy/GBq, log axes, identity line'></p>"
         "<h2>Bland-Altman agreement</h2>"

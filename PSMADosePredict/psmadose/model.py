@@ -30,7 +30,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
+from .domain import domain_reasons
+from .domain import training_domain as _training_domain
 from .errors import InputError
+from .intervals import LEVELS as INTERVAL_LEVELS
+from .intervals import describe_stratum, interval_bounds, level_key
 
 GROUP_STRUCTURE_TYPES = {
     "tumour": ("tumour",),
@@ -230,19 +234,17 @@ def select_group(table: pd.DataFrame, group: str) -> pd.DataFrame:
     return table[table["structure_type"].isin(GROUP_STRUCTURE_TYPES[group])].reset_index(drop=True)
 
 
-INTERVAL_LEVELS = (0.8, 0.9)
-
-
 class DoseModelSet:
-    """The fitted models of all groups plus what prediction needs besides them: interval quantiles of the
-    log residuals (from patient-grouped out-of-fold predictions) and the training domain."""
+    """The fitted models of all groups plus what prediction needs besides them: the interval calibration
+    (``psmadose.intervals``, from patient-grouped out-of-fold residuals) and the training domain
+    (``psmadose.domain``)."""
 
-    def __init__(self, models: dict, interval_log_quantiles: dict, domain: dict, feature_families: list,
+    def __init__(self, models: dict, intervals: dict, domain: dict, feature_families: list,
                  population_means: dict | None = None):
         self.models = models  # group -> DoseModel
         self.population_means = population_means or {}  # structure type -> training mean Gy/GBq (baseline)
-        self.interval_log_quantiles = interval_log_quantiles  # group -> {"80": [lo, hi], "90": [lo, hi]}
-        self.domain = domain  # group -> {"tracers": [...], "ranges": {feature: [min, max]}, "nan_seen": [...]}
+        self.intervals = intervals  # group -> intervals.calibrate(...) result
+        self.domain = domain  # group -> domain.training_domain(...) result
         self.feature_families = feature_families
 
     def predict(self, table: pd.DataFrame) -> pd.DataFrame:
@@ -256,10 +258,12 @@ class DoseModelSet:
             result = rows[["case_id", "segment", "structure_type"]].copy()
             result["model_group"] = group
             result["predicted_gy_per_gbq"] = dose
-            for level, (lo, hi) in self.interval_log_quantiles[group].items():
-                result[f"interval_{level}_low_gy_per_gbq"] = dose * math.exp(lo)
-                result[f"interval_{level}_high_gy_per_gbq"] = dose * math.exp(hi)
-            reasons = [self._domain_reasons(group, row) for _, row in rows.iterrows()]
+            for level in INTERVAL_LEVELS:
+                low, high, strata = interval_bounds(self.intervals[group], rows, level)
+                result[f"interval_{level_key(level)}_low_gy_per_gbq"] = dose * np.exp(low)
+                result[f"interval_{level_key(level)}_high_gy_per_gbq"] = dose * np.exp(high)
+            result["interval_stratum"] = [describe_stratum(self.intervals[group], s) for s in strata]
+            reasons = domain_reasons(self.domain[group], rows, LOG_FEATURES)
             result["in_domain"] = [not r for r in reasons]
             result["domain_warnings"] = ["; ".join(r) for r in reasons]
             out.append(result)
@@ -267,34 +271,12 @@ class DoseModelSet:
             return pd.DataFrame()
         return pd.concat(out, ignore_index=True)
 
-    def _domain_reasons(self, group: str, row: pd.Series) -> list[str]:
-        domain = self.domain[group]
-        reasons = []
-        tracer = next((c[len("tracer_"):] for c in row.index if c.startswith("tracer_") and row[c] == 1.0), None)
-        if tracer is not None and tracer not in domain["tracers"]:
-            reasons.append(f"PET tracer {tracer} not in the training data ({', '.join(domain['tracers'])})")
-        for feature, (low, high) in domain["ranges"].items():
-            value = row.get(feature, math.nan)
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                if feature not in domain["nan_seen"]:
-                    reasons.append(f"{feature} missing (its reference organ or CT is not segmented/given)")
-                continue
-            margin = 0.05 * (high - low)
-            if value < low - margin or value > high + margin:
-                reasons.append(f"{feature} = {value:.3g} outside the training range {low:.3g}-{high:.3g}")
-        return reasons
+
+def domain_features(group: str) -> list[str]:
+    """Features the applicability domain checks: the group's features without tracer/structure indicators."""
+    return [f for f in group_features(group) if not f.startswith(("is_", "tracer_"))]
 
 
 def training_domain(table: pd.DataFrame, group: str) -> dict:
     rows = select_group(table, group)
-    features = [f for f in group_features(group) if not f.startswith(("is_", "tracer_"))]
-    ranges, nan_seen = {}, []
-    for feature in features:
-        values = rows[feature].to_numpy(dtype=float)
-        finite = values[np.isfinite(values)]
-        if len(finite) < len(values):
-            nan_seen.append(feature)
-        if len(finite):
-            ranges[feature] = [float(finite.min()), float(finite.max())]
-    tracers = sorted(c[len("tracer_"):] for c in rows.columns if c.startswith("tracer_") and (rows[c] == 1.0).any())
-    return {"tracers": tracers, "ranges": ranges, "nan_seen": nan_seen}
+    return _training_domain(rows, domain_features(group), LOG_FEATURES, GROUP_STRUCTURE_TYPES[group])

@@ -25,7 +25,7 @@ CARD_FILE = "model_card.json"
 RADIOMICS_FILE = "radiomics_params.yaml"  # pyradiomics settings, present when the model uses radiomics
 BUNDLED_MODEL_NAME = "psmadose-virtual-v1"
 # Pinned by `python -m psmadose.train_bundled` (tools/build_bundled_model.sh); checked by tests.
-BUNDLED_MODEL_SHA256 = "fc4d971009450ec9dd34c5873e502b9521fc5c292e90ac9fae6335f426756bb1"
+BUNDLED_MODEL_SHA256 = "14d5f13d42a28aaf3660c76f24624eda982387f3c85ee5fcf1b2c9fb814d1fce"
 
 ALLOWED_TYPES = sorted({
     "psmadose.model.DoseModelSet", "psmadose.model.DoseModel", "psmadose.model.PopulationMeanRegressor",
@@ -162,6 +162,10 @@ def load_model(path: Path | None = None, *, trust: bool = False) -> LoadedModel:
 
     if not isinstance(model_set, DoseModelSet):
         raise InputError(f"{model_path}: holds a {type(model_set).__name__}, not a psmadose model set")
+    if not isinstance(getattr(model_set, "intervals", None), dict) or \
+            not all("multivariate" in d for d in getattr(model_set, "domain", {}).values()):
+        raise InputError(f"{model_path}: the model was written by an older psmadose (no conformal interval "
+                         "calibration or multivariate domain check); retrain it with 'psmadose train'")
     if "radiomics" in model_set.feature_families:
         settings = directory / RADIOMICS_FILE
         expected = card.get("radiomics_settings", {}).get("sha256")

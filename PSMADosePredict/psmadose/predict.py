@@ -46,6 +46,7 @@ class DosePrediction:
     interval_90_high_gy_per_gbq: float
     in_domain: bool
     warnings: str
+    interval_stratum: str = ""  # calibration stratum of the intervals (psmadose.intervals), in doses.json only
 
 
 @dataclass
@@ -108,6 +109,7 @@ def predict_case(case: Case, loaded: LoadedModel, activity_gbq: float | None = N
             interval_90_low_gy_per_gbq=float(row["interval_90_low_gy_per_gbq"]),
             interval_90_high_gy_per_gbq=float(row["interval_90_high_gy_per_gbq"]),
             in_domain=bool(row["in_domain"]), warnings=str(row["domain_warnings"]),
+            interval_stratum=str(row["interval_stratum"]),
         ))
     order = {name: i for i, name in enumerate(s.name for s in case.segments)}
     predictions.sort(key=lambda p: order[p.segment])

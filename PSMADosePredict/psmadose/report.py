@@ -940,7 +940,9 @@ model: {_esc(card.get("model_id") or "unknown")}</p>
 <p class="small">Doses are predicted before therapy from the PSMA PET and clinical data, as mean absorbed
 dose per injected activity of 177Lu-PSMA at cycle 1 (Gy/GBq); per-cycle and cumulative doses scale this by
 the planned activity and number of cycles (assuming the same dose per GBq in every cycle). Intervals are
-prediction intervals. {_esc(colormap_description())}</p>
+split-conformal prediction intervals, calibrated per structure type (tumours per volume tercile) on
+patient-grouped cross-validation residuals of the model's training cohort: they hold for patients like the
+training data, not for a segment flagged outside the model's domain. {_esc(colormap_description())}</p>
 {_rows_table(rows, activity, cycles)}
 {planning_html(planning)}
 {explanations_html(explanations)}

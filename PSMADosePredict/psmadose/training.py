@@ -13,6 +13,7 @@ import pandas as pd
 from sklearn.model_selection import GroupKFold
 
 from .errors import CancelledError, InputError
+from .intervals import calibrate, interval_bounds, level_key
 from .metrics import coverage, dose_metrics
 from .model import (
     CANDIDATES,
@@ -72,7 +73,7 @@ def train_models(table: pd.DataFrame, *, n_splits: int = 5, candidates=CANDIDATE
     if n_patients < n_splits:
         raise InputError(f"the cohort has {n_patients} patients; patient-grouped {n_splits}-fold CV needs at least "
                          f"{n_splits}")
-    models, quantiles, domain, report = {}, {}, {}, {}
+    models, intervals, domain, report = {}, {}, {}, {}
     steps = len(GROUP_STRUCTURE_TYPES) * (len(runs) + 1)
     done = 0
     for group in GROUP_STRUCTURE_TYPES:
@@ -92,11 +93,7 @@ def train_models(table: pd.DataFrame, *, n_splits: int = 5, candidates=CANDIDATE
                 raise CancelledError("training cancelled")
         winner = min(cv, key=lambda c: cv[c]["mape"])
         log_residual = np.log(y) - np.log(oof[winner])
-        quantiles[group] = {}
-        for level in INTERVAL_LEVELS:
-            tail = (1 - level) / 2
-            quantiles[group][f"{int(level * 100)}"] = [float(np.quantile(log_residual, tail)),
-                                                       float(np.quantile(log_residual, 1 - tail))]
+        intervals[group] = calibrate(rows, log_residual)
         _, winner_candidate, winner_set = next(r for r in runs if r[0] == winner)
         models[group] = DoseModel(group, winner_candidate, winner_set).fit(rows, y,
                                                                            groups=rows["case_id"].to_numpy())
@@ -114,9 +111,10 @@ def train_models(table: pd.DataFrame, *, n_splits: int = 5, candidates=CANDIDATE
         if "oracle_gy_per_gbq" in rows and rows["oracle_gy_per_gbq"].notna().all():
             entry["oracle_mape"] = dose_metrics(y, rows["oracle_gy_per_gbq"].to_numpy(dtype=float))["mape"]
         for level in INTERVAL_LEVELS:
-            key = f"{int(level * 100)}"
-            lo, hi = quantiles[group][key]
-            entry[f"coverage_{key}_cv"] = coverage(y, oof[winner] * math.exp(lo), oof[winner] * math.exp(hi))
+            key = level_key(level)
+            # In-sample for the calibration itself (it is fitted on these residuals): a check, not a measurement.
+            low, high, _ = interval_bounds(intervals[group], rows, level)
+            entry[f"coverage_{key}_cv"] = coverage(y, oof[winner] * np.exp(low), oof[winner] * np.exp(high))
         report[group] = entry
     if not models:
         raise InputError("no structure group has enough patients with reference doses to train a model")
@@ -127,7 +125,7 @@ def train_models(table: pd.DataFrame, *, n_splits: int = 5, candidates=CANDIDATE
     families = ["uptake", "patient", "clinical"]
     if any(m.feature_set == "radiomics" for m in models.values()):
         families.append("radiomics")
-    model_set = DoseModelSet(models, quantiles, domain, feature_families=families,
+    model_set = DoseModelSet(models, intervals, domain, feature_families=families,
                              population_means=population_means)
     card = {
         "intended_use": INTENDED_USE,
@@ -143,7 +141,12 @@ def train_models(table: pd.DataFrame, *, n_splits: int = 5, candidates=CANDIDATE
                      "radiomics_selection": "SelectKBest(f_regression, k=40) inside each fold before the trees; "
                                             "k=15 for the ridge model",
                      "target": "log(Gy/GBq), back-transformed (conditional median)",
-                     "intervals": "empirical quantiles of out-of-fold log residuals of the selected model"},
+                     "intervals": "split-conformal on the selected model's patient-grouped out-of-fold log residuals, "
+                                  "equal-tailed, Mondrian by structure type (tumours also by volume tercile); "
+                                  "see psmadose.intervals",
+                     "applicability_domain": "tracer seen in training; features within the training range (5 % "
+                                             "margin); Mahalanobis distance per structure type below the 99th "
+                                             "percentile of held-out training patients; see psmadose.domain"},
         "library_versions": library_versions(),
     }
     return model_set, card
