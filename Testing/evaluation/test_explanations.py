@@ -1,4 +1,4 @@
-"""Issue 7, part 3: per-prediction explanations by perturbation towards the training range midpoint."""
+"""Issue 7, part 3: per-prediction explanations by perturbation towards the training median."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_suv_mean_is_the_top_contributor_when_dose_depends_only_on_it(candidate)
     test = _synthetic_table(20, seed=1)
     test["suv_mean"] = np.r_[np.full(10, 6.0), np.full(10, 38.0)]  # far below / above the middle
     explanations = explain_predictions(model_set, test)
-    assert "midpoint" in explanations["method"]
+    assert "training median" in explanations["method"]
     for i, segment in enumerate(test["segment"]):
         e = explanations["segments"][segment]
         contributors = e["up"] + e["down"]
@@ -45,3 +45,17 @@ def test_suv_mean_is_the_top_contributor_when_dose_depends_only_on_it(candidate)
         assert (top in e["down"]) == (i < 10)
         assert top["factor"] == pytest.approx(np.exp(top["log_effect"]))
         assert len(e["up"]) <= 3 and len(e["down"]) <= 3
+
+
+def test_reference_is_the_training_median_of_the_structure_type_and_the_midpoint_without_one():
+    from psmadose.explain import typical_values
+
+    table = _synthetic_table(241)  # odd: a unique middle value (with an even count a log-scale median differs)
+    domain = training_domain(table, "kidney")
+    typical = typical_values(domain, "kidney", ["suv_mean", "age_years", "volume_ml"])
+    # Independent: pandas' median of the training rows (volume_ml is a log feature, stored as a log median).
+    for feature in ("suv_mean", "age_years", "volume_ml"):
+        assert typical[feature] == pytest.approx(float(table[feature].median()), rel=1e-9), feature
+    without = {k: v for k, v in domain.items() if k != "multivariate"}
+    low, high = domain["ranges"]["age_years"]
+    assert typical_values(without, "kidney", ["age_years"])["age_years"] == pytest.approx((low + high) / 2)
