@@ -257,6 +257,25 @@ def test_predict_activity_option_scales_gy(predict_runs):
     assert settings["activity_gbq"] == 6.0 and settings["activity_source"] == "--activity-gbq"
 
 
+def test_out_of_domain_reason_reaches_csv_json_and_report(demo_out, tmp_path, cli):
+    # The bundled model saw 53-134 kg (its card's training domain); 170 kg is plausible (clinical schema allows
+    # 30-250) but outside: every segment must say so, in words, in each output.
+    case = copy_case(demo_out / "virtual_patient", tmp_path / "heavy")
+    clinical = json.loads((case / "clinical.json").read_text())
+    clinical["weight_kg"] = 170.0
+    (case / "clinical.json").write_text(json.dumps(clinical))
+    result = cli("predict", case, "--out", tmp_path / "O")
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, rows = read_csv(tmp_path / "O" / "doses.csv")
+    assert rows and all(r["in_domain"] == "false" for r in rows)
+    assert all("weight_kg = 170 outside the training range 53.3-134" in r["warnings"] for r in rows)
+    document = json.loads((tmp_path / "O" / "doses.json").read_text())
+    assert all(not r["in_domain"] and "weight_kg = 170 outside" in r["warnings"] for r in document["segments"])
+    assert all(r["interval_stratum"] for r in document["segments"])
+    report = (tmp_path / "O" / "report.html").read_text()
+    assert "weight_kg = 170 outside the training range" in report
+
+
 # ---------------------------------------------------------------------------------------- 3. bad inputs
 
 def _rewrite_pet(case: Path, change) -> None:

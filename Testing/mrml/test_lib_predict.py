@@ -179,3 +179,16 @@ def test_load_virtual_patient(tmp_path, mrml_scene):
     assert case.clinical["pet_tracer"] == "18F-DCFPyL"
     summary = logic.modelSummary(logic.loadModel())
     assert "not clinically validated" in summary and "virtual" in summary
+
+
+def test_out_of_domain_reason_reaches_the_slicer_table(loaded):
+    logic, nodes, _ = loaded
+    clinical = dict(nodes.clinical, weight_kg=170.0)  # plausible, but above the bundled model's 53-134 kg
+    outputs = logic.predict(nodes.petNode, nodes.segmentationNode, clinical, nodes.ctNode)
+    table = outputs.tableNode
+    names = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())]
+    in_domain, warnings = names.index("In domain"), names.index("Warnings")
+    assert table.GetNumberOfRows() == len(outputs.result.predictions) > 0
+    for row in range(table.GetNumberOfRows()):
+        assert table.GetCellText(row, in_domain) == "0"
+        assert "weight_kg = 170 outside the training range" in table.GetCellText(row, warnings)
