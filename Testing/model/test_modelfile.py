@@ -136,3 +136,18 @@ def test_bundled_model_hash_is_pinned_and_matches_its_card():
         assert metrics["mape"] < metrics["baseline_mape"]
         assert {"mae_gy_per_gbq", "r2", "oracle_mape", "n"} <= set(metrics)
     assert "held-out virtual cohort" in card["validation"]["measured_on"]
+
+
+def test_a_model_from_before_conformal_intervals_is_refused_with_a_retrain_hint(tmp_path):
+    from psmadose.modelfile import deterministic_skops_bytes
+
+    model_set, _ = train_models(synthetic_table(20, 4), candidates=("population_mean", "linear_uptake"))
+    # The layout of psmadose <= the first issue-7 session: one pooled residual quantile per group, no
+    # multivariate domain check.
+    model_set.intervals = None
+    model_set.interval_log_quantiles = {"kidney": {"80": [-0.1, 0.1], "90": [-0.2, 0.2]}}
+    for domain in model_set.domain.values():
+        domain.pop("multivariate")
+    _with_card(tmp_path, deterministic_skops_bytes(model_set))
+    with pytest.raises(InputError, match="written by an older psmadose.*retrain it with 'psmadose train'"):
+        load_model(tmp_path, trust=True)
