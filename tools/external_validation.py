@@ -40,7 +40,7 @@ KEYS = ("n", "n_patients", "mape", "mape_ci95", "baseline_mape", "r2", "coverage
         "out_of_domain_fraction", "multivariate_out_of_domain_fraction")
 GROUPS = ("tumour", "kidney", "salivary")
 # Image-derived features a scanner/tracer changes; per-patient image features are sums/means of these.
-HARMONISED = tuple(f for f in SEGMENT_FEATURES) + ("tumour_suv_mean_patient", "kidney_suv_mean_patient",
+HARMONISED = SEGMENT_FEATURES + ("tumour_suv_mean_patient", "kidney_suv_mean_patient",
                                                   "parotid_suv_mean_patient", "submandibular_suv_mean_patient",
                                                   "liver_suv_mean_patient", "spleen_suv_mean_patient",
                                                   "total_lesion_uptake_suv_ml")

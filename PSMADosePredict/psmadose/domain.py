@@ -30,9 +30,11 @@ RANGE_MARGIN = 0.05  # fraction of the training range tolerated on either side
 MAHALANOBIS_LEVEL = 0.99  # quantile of out-of-fold training distances used as the threshold
 MAHALANOBIS_MIN_ROWS = 50  # fewer training segments of a type: no multivariate check for it
 _TOP_CONTRIBUTIONS = 3
+MULTIVARIATE_REASON = "unusual combination of features"  # how a multivariate flag's reason starts
 
 
-def _log_or_nan(values: np.ndarray) -> np.ndarray:
+def log_positive(values: np.ndarray) -> np.ndarray:
+    """Natural log of strictly positive values; NaN elsewhere (for the skewed features in LOG_FEATURES)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.log(np.where(values > 0, values, np.nan))
 
@@ -41,7 +43,7 @@ def domain_matrix(rows: pd.DataFrame, features: list[str], log_features) -> np.n
     columns = []
     for name in features:
         values = rows[name].to_numpy(dtype=float) if name in rows.columns else np.full(len(rows), np.nan)
-        columns.append(_log_or_nan(values) if name in log_features else values)
+        columns.append(log_positive(values) if name in log_features else values)
     return np.column_stack(columns) if columns else np.empty((len(rows), 0))
 
 
@@ -99,7 +101,7 @@ def mahalanobis_reasons(check: dict, rows: pd.DataFrame, log_features) -> list[s
             out.append("")
             continue
         top = [check["features"][j] for j in np.argsort(-row_terms)[:_TOP_CONTRIBUTIONS] if row_terms[j] > 0]
-        out.append(f"unusual combination of features: Mahalanobis distance {d:.1f} beyond {check['threshold']:.1f} "
+        out.append(f"{MULTIVARIATE_REASON}: Mahalanobis distance {d:.1f} beyond {check['threshold']:.1f} "
                    f"(the {100 * check['level']:.0f}th percentile of held-out training patients); largest "
                    f"contributions: {', '.join(top)}")
     return out

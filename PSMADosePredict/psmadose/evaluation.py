@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .domain import MULTIVARIATE_REASON
 from .features.table import available_workers, features_for_cases, list_cases
 from .metrics import bland_altman, bootstrap_dose_metrics, coverage, dose_metrics
 from .model import GROUP_STRUCTURE_TYPES
@@ -54,7 +55,7 @@ def evaluation_metrics(predicted: pd.DataFrame, population_means: dict, *, n_res
         entry["out_of_domain_fraction"] = float(1 - rows["in_domain"].mean())
         if "domain_warnings" in rows:
             entry["multivariate_out_of_domain_fraction"] = float(
-                rows["domain_warnings"].str.contains("unusual combination of features").mean())
+                rows["domain_warnings"].str.contains(MULTIVARIATE_REASON, regex=False).mean())
         if "oracle_gy_per_gbq" in rows and rows["oracle_gy_per_gbq"].notna().all():
             entry["oracle_mape"] = dose_metrics(ref, rows["oracle_gy_per_gbq"].to_numpy(dtype=float))["mape"]
         entry.update(bootstrap_dose_metrics(ref, pred, rows["case_id"].to_numpy(), n_resamples=n_resamples,

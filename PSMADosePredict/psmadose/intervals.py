@@ -84,7 +84,7 @@ def stratum_of(calibration: dict, structure_type: str, volume_ml: float) -> str:
 
 
 def describe_stratum(calibration: dict, key: str) -> str:
-    """Human-readable stratum, e.g. 'tumour, volume 1.2-4.5 mL (middle tercile)'."""
+    """Human-readable stratum, e.g. 'tumour, volume 1.2-4.5 mL'."""
     if "|" not in key:
         return key
     structure_type, k = key.split("|")
@@ -93,16 +93,17 @@ def describe_stratum(calibration: dict, key: str) -> str:
     return f"{structure_type}, volume {span}"
 
 
-def interval_bounds(calibration: dict, rows: pd.DataFrame, level: float) -> tuple[np.ndarray, np.ndarray, list]:
-    """Log-residual bounds (low, high) per row and the stratum used; pooled for a stratum never calibrated."""
-    key = level_key(level)
-    low, high, used = [], [], []
+def row_strata(calibration: dict, rows: pd.DataFrame) -> list[str]:
+    """The calibration stratum of each row; "pooled" for a stratum never calibrated."""
+    strata = []
     for structure_type, volume in zip(rows["structure_type"], rows["volume_ml"].to_numpy(dtype=float)):
         stratum = stratum_of(calibration, structure_type, volume)
-        bounds = calibration["strata"].get(stratum)
-        if bounds is None:
-            bounds, stratum = calibration["pooled"], "pooled"
-        low.append(bounds[key][0])
-        high.append(bounds[key][1])
-        used.append(stratum)
-    return np.array(low), np.array(high), used
+        strata.append(stratum if stratum in calibration["strata"] else "pooled")
+    return strata
+
+
+def interval_bounds(calibration: dict, strata: list[str], level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Log-residual bounds (low, high) per row, from the rows' strata (``row_strata``)."""
+    key = level_key(level)
+    bounds = [calibration["pooled"] if s == "pooled" else calibration["strata"][s] for s in strata]
+    return np.array([b[key][0] for b in bounds]), np.array([b[key][1] for b in bounds])

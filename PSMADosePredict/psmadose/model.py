@@ -30,11 +30,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from .domain import domain_reasons
+from .domain import domain_reasons, log_positive
 from .domain import training_domain as _training_domain
 from .errors import InputError
 from .intervals import LEVELS as INTERVAL_LEVELS
-from .intervals import describe_stratum, interval_bounds, level_key
+from .intervals import describe_stratum, interval_bounds, level_key, row_strata
 
 GROUP_STRUCTURE_TYPES = {
     "tumour": ("tumour",),
@@ -87,8 +87,7 @@ def design_matrix(table: pd.DataFrame, features: list[str], log_features: tuple[
         else:
             values = table[name].to_numpy(dtype=float)
             if name in log_features:
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    values = np.log(np.where(values > 0, values, np.nan))
+                values = log_positive(values)
         columns.append(values)
     return np.column_stack(columns) if columns else np.empty((len(table), 0))
 
@@ -258,8 +257,9 @@ class DoseModelSet:
             result = rows[["case_id", "segment", "structure_type"]].copy()
             result["model_group"] = group
             result["predicted_gy_per_gbq"] = dose
+            strata = row_strata(self.intervals[group], rows)
             for level in INTERVAL_LEVELS:
-                low, high, strata = interval_bounds(self.intervals[group], rows, level)
+                low, high = interval_bounds(self.intervals[group], strata, level)
                 result[f"interval_{level_key(level)}_low_gy_per_gbq"] = dose * np.exp(low)
                 result[f"interval_{level_key(level)}_high_gy_per_gbq"] = dose * np.exp(high)
             result["interval_stratum"] = [describe_stratum(self.intervals[group], s) for s in strata]

@@ -13,7 +13,7 @@ import pandas as pd
 from sklearn.model_selection import GroupKFold
 
 from .errors import CancelledError, InputError
-from .intervals import calibrate, interval_bounds, level_key
+from .intervals import calibrate, interval_bounds, level_key, row_strata
 from .metrics import coverage, dose_metrics
 from .model import (
     CANDIDATES,
@@ -110,10 +110,11 @@ def train_models(table: pd.DataFrame, *, n_splits: int = 5, candidates=CANDIDATE
                 entry[f"best_mape_{feature_set}"] = min(learned)
         if "oracle_gy_per_gbq" in rows and rows["oracle_gy_per_gbq"].notna().all():
             entry["oracle_mape"] = dose_metrics(y, rows["oracle_gy_per_gbq"].to_numpy(dtype=float))["mape"]
+        strata = row_strata(intervals[group], rows)
         for level in INTERVAL_LEVELS:
             key = level_key(level)
             # In-sample for the calibration itself (it is fitted on these residuals): a check, not a measurement.
-            low, high, _ = interval_bounds(intervals[group], rows, level)
+            low, high = interval_bounds(intervals[group], strata, level)
             entry[f"coverage_{key}_cv"] = coverage(y, oof[winner] * np.exp(low), oof[winner] * np.exp(high))
         report[group] = entry
     if not models:

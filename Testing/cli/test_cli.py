@@ -400,15 +400,20 @@ def test_bad_activity(activity, keyword, pristine_case, tmp_path, cli):
     assert_bad_input(result, keyword, tmp_path)
 
 
+def _predict_with_model(case, tmp_path, cli, model, *options):
+    """predict with --model into a fresh parent folder; (result, parent) for assert_bad_input."""
+    parent = tmp_path / "outparent"
+    parent.mkdir()
+    return cli("predict", case, "--out", parent / "O", "--model", model, *options), parent
+
+
 def test_tampered_model(pristine_case, tmp_path, cli):
     model = tmp_path / "model"
     shutil.copytree(bundled_model_dir(), model)
     data = bytearray((model / MODEL_FILE).read_bytes())
     data[len(data) // 2] ^= 0xFF
     (model / MODEL_FILE).write_bytes(bytes(data))
-    parent = tmp_path / "outparent"
-    parent.mkdir()
-    result = cli("predict", pristine_case, "--out", parent / "O", "--model", model, "--trust-model")
+    result, parent = _predict_with_model(pristine_case, tmp_path, cli, model, "--trust-model")
     assert_bad_input(result, "sha256", parent)
 
 
@@ -418,18 +423,14 @@ def test_foreign_file_as_model(pristine_case, tmp_path, cli):
     payload = b"this is not a model\n"
     (model / MODEL_FILE).write_bytes(payload)
     (model / CARD_FILE).write_text(json.dumps({"model_id": "foreign", "sha256": hashlib.sha256(payload).hexdigest()}))
-    parent = tmp_path / "outparent"
-    parent.mkdir()
-    result = cli("predict", pristine_case, "--out", parent / "O", "--model", model, "--trust-model")
+    result, parent = _predict_with_model(pristine_case, tmp_path, cli, model, "--trust-model")
     assert_bad_input(result, "skops", parent)
 
 
 def test_other_model_needs_trust(pristine_case, tmp_path, cli):
     model = tmp_path / "model"
     shutil.copytree(bundled_model_dir(), model)  # a perfectly valid copy, but not the bundled path
-    parent = tmp_path / "outparent"
-    parent.mkdir()
-    result = cli("predict", pristine_case, "--out", parent / "O", "--model", model)
+    result, parent = _predict_with_model(pristine_case, tmp_path, cli, model)
     assert_bad_input(result, "--trust-model", parent)
 
 

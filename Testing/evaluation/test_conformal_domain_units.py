@@ -15,6 +15,7 @@ from psmadose.intervals import (
     conformal_bounds,
     describe_stratum,
     interval_bounds,
+    row_strata,
 )
 
 
@@ -49,8 +50,9 @@ def test_mondrian_strata_cover_each_structure_type_where_pooling_does_not():
     rows, residuals = _rows(types, rng)
     calibration = calibrate(rows, residuals)
     new_rows, new_residuals = _rows({t: (20000, s) for t, (_, s) in types.items()}, rng)
+    strata = row_strata(calibration, new_rows)
     for level in (0.8, 0.9):
-        low, high, strata = interval_bounds(calibration, new_rows, level)
+        low, high = interval_bounds(calibration, strata, level)
         covered = (new_residuals >= low) & (new_residuals <= high)
         pooled_low, pooled_high = calibration["pooled"][f"{int(level * 100)}"]
         pooled = (new_residuals >= pooled_low) & (new_residuals <= pooled_high)
@@ -76,7 +78,7 @@ def test_large_structure_types_are_split_into_volume_terciles():
     low_edge, high_edge = calibration["volume_edges"]["tumour"]
     assert describe_stratum(calibration, "tumour|1") == f"tumour, volume {low_edge:.3g}-{high_edge:.3g} mL"
     # A structure type never calibrated falls back to the pooled bounds and says so.
-    _, _, used = interval_bounds(calibration, pd.DataFrame({"structure_type": ["parotid"], "volume_ml": [20.0]}), 0.8)
+    used = row_strata(calibration, pd.DataFrame({"structure_type": ["parotid"], "volume_ml": [20.0]}))
     assert used == ["pooled"]
 
 

@@ -9,27 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import slicer
 import vtk
 from psmadose.segmentation import STRUCTURE_TYPE_TAG
+from PSMADosePredictLib.convert import _scene, _storageMessages
 from vtk.util import numpy_support
 
 BINARY_LABELMAP = "Binary labelmap"
 # vtkSegment cannot list its tags from Python (only GetTag(key)), so these keys are looked up.
 DEFAULT_TAG_KEYS = (STRUCTURE_TYPE_TAG, "TerminologyEntry", "Segmentation.Status")
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-def _scene(scene):
-    scene = scene if scene is not None else getattr(slicer, "mrmlScene", None)
-    if scene is None:
-        raise RuntimeError("no MRML scene: use the mrml_scene fixture (it sets slicer.mrmlScene)")
-    return scene
-
-
-def _user_messages(storage_node) -> str:
-    messages = storage_node.GetUserMessages()
-    return messages.GetAllMessagesAsString() if messages is not None else ""
 
 
 def read_segmentation_node(path, scene=None):
@@ -42,7 +30,7 @@ def read_segmentation_node(path, scene=None):
     node.SetAndObserveStorageNodeID(storage.GetID())
     if not storage.ReadData(node):
         raise RuntimeError(f"Slicer could not read segmentation {path}: "
-                           f"{_user_messages(storage) or 'no message'}")
+                           f"{_storageMessages(storage)}")
     return node
 
 
@@ -54,7 +42,7 @@ def write_segmentation_with_slicer(segmentation_node, path, scene=None) -> Path:
     storage.SetFileName(str(path))
     if not storage.WriteData(segmentation_node):
         raise RuntimeError(f"Slicer could not write segmentation {path}: "
-                           f"{_user_messages(storage) or 'no message'}")
+                           f"{_storageMessages(storage)}")
     if not path.is_file():
         raise RuntimeError(f"Slicer reported success but did not write {path}")
     return path
