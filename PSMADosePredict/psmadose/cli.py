@@ -206,12 +206,27 @@ def cmd_train(args) -> int:
 
     with _Progress("training") as progress:
         card = train_command(args.cohort, args.out, workers=args.workers, overwrite=args.overwrite,
-                             name=args.name, radiomics=not args.no_radiomics, progress=progress)
+                             name=args.name, radiomics=args.radiomics, progress=progress)
     print(f"model {card['model_id']} written to {args.out}")
     for group, m in card["metrics"].items():
         print(f"  {group:<9} {m['selected']:<26} grouped-CV MAPE {100 * m['mape']:5.1f}%  "
-              f"(population mean {100 * m['baseline_mape']:5.1f}%"
+              f"(population mean {100 * m['baseline_mape']:5.1f}%, physics {100 * m['physics_mape']:5.1f}%"
               + (f", oracle floor {100 * m['oracle_mape']:5.1f}%" if "oracle_mape" in m else "") + ")")
+    return 0
+
+
+def cmd_robustness(args) -> int:
+    from .features.table import available_workers
+    from .outputs import check_output_dir
+    from .robustness import run_robustness, summary_lines, write_report
+
+    check_output_dir(args.out, args.overwrite)
+    with _Progress("robustness") as progress:
+        report = run_robustness(model_path=args.model, trust_model=args.trust_model, n_patients=args.patients,
+                                seed=args.seed, workers=available_workers(args.workers), progress=progress)
+    write_report(report, args.out, overwrite=args.overwrite)
+    print("\n".join(summary_lines(report)))
+    print(f"wrote {args.out}/robustness.json and robustness.txt")
     return 0
 
 
@@ -308,7 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("cohort", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--name", default="psmadose-model")
-    p.add_argument("--no-radiomics", action="store_true", help="compare uptake+clinical candidates only")
+    p.add_argument("--radiomics", action="store_true", help="also compare corrections that use PET/CT radiomics "
+                   "(texture depends on the scanner: off by default)")
+    p.add_argument("--no-radiomics", action="store_true", help="the default; kept for older scripts")
     _common_options(p, model=False, workers=True)
     p.set_defaults(func=cmd_train)
 
@@ -317,6 +334,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     _common_options(p, model=True, workers=True)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("robustness", help="does a predicted dose depend on image formation or contours? "
+                       "(held-out virtual patients re-rendered, textbook phantoms)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--patients", type=int, default=20)
+    p.add_argument("--seed", type=int, default=4242)
+    _common_options(p, model=True, workers=True)
+    p.set_defaults(func=cmd_robustness)
 
     p = sub.add_parser("batch", help="predict every case of a folder")
     p.add_argument("cases", type=Path)

@@ -46,6 +46,10 @@ FIELDS: tuple[Field, ...] = (
     Field("planned_activity_gbq", "number", 1.0, 12.0,
           unit_hint="GBq per cycle (7.4 GBq is standard; a value in MBq or mCi is out of range)"),
     Field("planned_cycles", "integer", 1, 10),
+    # Optional: reconstructed PET resolution (FWHM) of the site's scanner and protocol, used by the partial-volume
+    # model of psmadose.features.concentration; without it a default per tracer is used and reported.
+    Field("pet_resolution_mm", "number", 2, 15, required=False,
+          unit_hint="millimetres FWHM (whole-body PET is typically 4-9 mm)"),
 )
 FIELD_BY_KEY = {f.key: f for f in FIELDS}
 
@@ -90,6 +94,7 @@ class Clinical:
     pet_uptake_time_min: float
     planned_activity_gbq: float
     planned_cycles: int
+    pet_resolution_mm: float | None = None
 
     @property
     def bsa_m2(self) -> float:
@@ -101,7 +106,7 @@ class Clinical:
         return self.weight_kg / (self.height_cm / 100.0) ** 2
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.key: getattr(self, f.key) for f in FIELDS}
+        return {f.key: getattr(self, f.key) for f in FIELDS if getattr(self, f.key) is not None}
 
 
 def _bad_value(key: str, value: Any, source: str) -> InputError:
@@ -137,11 +142,13 @@ def validate_clinical(data: Any, source: str = "clinical.json") -> tuple[Clinica
         raise InputError(f"{source}: {error.message}")
     # NaN passes JSON Schema's number checks; reject it explicitly.
     for f in FIELDS:
+        if f.key not in data:
+            continue
         value = data[f.key]
         if f.kind in ("number", "integer") and not math.isfinite(float(value)):
             raise _bad_value(f.key, value, source)
     warnings = [f"{source}: unknown key {k!r} ignored" for k in data if k not in FIELD_BY_KEY]
-    values = {f.key: data[f.key] for f in FIELDS}
+    values = {f.key: data[f.key] for f in FIELDS if f.key in data}
     return Clinical(**values), warnings
 
 

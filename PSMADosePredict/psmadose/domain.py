@@ -31,6 +31,11 @@ MAHALANOBIS_LEVEL = 0.99  # quantile of out-of-fold training distances used as t
 MAHALANOBIS_MIN_ROWS = 50  # fewer training segments of a type: no multivariate check for it
 _TOP_CONTRIBUTIONS = 3
 MULTIVARIATE_REASON = "unusual combination of features"  # how a multivariate flag's reason starts
+# What to check when a feature is out of range, where a likely cause is known.
+FEATURE_HINTS = {
+    "suv_tissue": "implausible uptake for a {structure_type}: check that the PET is in SUVbw (not Bq/mL or kBq/mL), "
+                  "the patient weight, and that the segment outlines the organ",
+}
 
 
 def log_positive(values: np.ndarray) -> np.ndarray:
@@ -144,7 +149,11 @@ def univariate_reasons(domain: dict, row: pd.Series) -> list[str]:
             continue
         margin = RANGE_MARGIN * (high - low)
         if value < low - margin or value > high + margin:
-            reasons.append(f"{feature} = {value:.3g} outside the training range {low:.3g}-{high:.3g}")
+            reason = f"{feature} = {value:.3g} outside the training range {low:.3g}-{high:.3g}"
+            if feature in FEATURE_HINTS:
+                reason += " (" + FEATURE_HINTS[feature].format(structure_type=row.get("structure_type", "structure")) \
+                    + ")"
+            reasons.append(reason)
     return reasons
 
 

@@ -1,20 +1,23 @@
-"""Per-prediction explanations: which features pushed a segment's predicted dose up or down.
+"""Per-prediction explanations: what made a segment's predicted dose higher or lower than a typical one.
 
-Model-agnostic and computed at prediction time from the fitted model and its recorded training domain: for
-each feature with a recorded training range, the feature alone is moved to its training median for the
-segment's structure type (stored with the multivariate domain check, ``psmadose.domain``; a model without
-it falls back to the midpoint of the training range, geometric for the skewed features in
-``model.LOG_FEATURES``) and the segment is predicted again. The effect of the feature is
+The model is physics times a bounded correction (``psmadose.model``), so an explanation has two parts:
 
-    log_effect = ln(dose with the actual value) - ln(dose with the typical value)
+1. **Own uptake** (exact): the structure's tissue uptake enters only through the physics baseline, with
+   elasticity 1; its effect is ln(SUV_tissue / typical SUV_tissue of the structure type in training).
+2. **Groups of related features** (``FEATURE_GROUPS``): features that measure one thing and are correlated
+   (body size: weight, height, BSA, BMI; tumour burden: lesion count, total tumour volume; disease markers:
+   PSA, ALP, LDH, haemoglobin; ...) are moved *together* to their typical training values for the structure
+   type, and the segment is predicted again:
 
-(positive: the segment's actual value pushed the dose up; ``factor`` = exp(log_effect)). This is a one-at-
-a-time sensitivity against a "typical" training value, not a SHAP decomposition: effects need not add up
-to the prediction, and correlated features (e.g. SUVmean and SUVpeak) share credit unevenly.
+       log_effect(group) = ln(predicted) - ln(predicted with the whole group at typical values)
 
-Why not SHAP: ``shap`` (PyPI) pulls in numba/llvmlite and a PyPI package named ``slicer`` that would
-shadow 3D Slicer's own ``slicer`` module; and the bundled models wrap their trees (mixed effects,
-pipelines with selection), which TreeExplainer does not take as they are.
+Moving a group together never creates a combination the model has not seen (a heavy patient with a tiny BSA),
+which is what made one-at-a-time effects of correlated features meaningless. Weight also enters the physics
+(uptake per body mass), so "body size" includes that. Effects need not add up exactly to the prediction (the
+correction may interact between groups); they describe the model, not the patient's biology.
+
+Why not SHAP: ``shap`` (PyPI) pulls in numba/llvmlite and a PyPI package named ``slicer`` that would shadow
+3D Slicer's own ``slicer`` module.
 """
 
 from __future__ import annotations
@@ -25,13 +28,23 @@ import math
 import numpy as np
 import pandas as pd
 
-from .model import LOG_FEATURES, DoseModelSet, select_group
+from .model import LOG_FEATURES, UPTAKE_FEATURE, DoseModelSet, select_group
 
-METHOD = ("one-at-a-time perturbation: each feature moved to its training median for the structure type (the "
-          "midpoint of the training range for a model without medians); "
-          "log_effect = ln(predicted) - ln(predicted with the typical value)")
+FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
+    "own tissue uptake (physics)": (UPTAKE_FEATURE,),
+    "body size": ("weight_kg", "height_cm", "bsa_m2", "bmi_kg_m2"),
+    "tumour burden (sink)": ("n_lesions", "total_tumour_volume_ml"),
+    "renal function": ("egfr_ml_min_1_73m2",),
+    "disease markers": ("log_psa_ng_ml", "alp_u_l", "ldh_u_l", "hemoglobin_g_dl"),
+    "treatment history": ("prior_taxane_lines", "prior_arpi"),
+    "PET acquisition": ("pet_uptake_time_min",),
+    "age": ("age_years",),
+}
+METHOD = ("grouped perturbation: each group of related features moved together to its training median for the "
+          "structure type; log_effect = ln(predicted) - ln(predicted with the group at typical values); the "
+          "structure's own uptake acts through the physics baseline with elasticity 1")
 TOP = 3
-_NEGLIGIBLE = 1e-6
+_NEGLIGIBLE = 1e-3
 
 
 def _midpoint(feature: str, low: float, high: float) -> float:
@@ -50,32 +63,37 @@ def typical_values(domain: dict, structure_type: str, features: list[str]) -> di
         if feature in medians and math.isfinite(float(medians[feature])):
             value = float(medians[feature])
             out[feature] = math.exp(value) if feature in LOG_FEATURES else value  # medians stored on the log scale
-        else:
+        elif feature in ranges:
             out[feature] = _midpoint(feature, *ranges[feature])
     return out
 
 
 def explain_group(model, rows: pd.DataFrame, domain: dict, top: int = TOP) -> list[dict]:
     """One explanation per row of ``rows`` (segments of the model's group), in row order."""
-    ranges = domain.get("ranges", {})
-    features = [f for f in getattr(model, "features_in_", []) if f in ranges]
-    if not features or rows.empty:
+    used = set(getattr(model, "features_in_", [])) | {UPTAKE_FEATURE, "weight_kg"}
+    groups = {name: [f for f in features if f in used and f in rows.columns]
+              for name, features in FEATURE_GROUPS.items()}
+    groups = {name: features for name, features in groups.items() if features}
+    if not groups or rows.empty:
         return [{"up": [], "down": []} for _ in range(len(rows))]
-    base = np.log(model.predict(rows))
-    typical = {t: typical_values(domain, t, features) for t in rows["structure_type"].unique()}
+    all_features = sorted({f for features in groups.values() for f in features})
+    typical = {t: typical_values(domain, t, all_features) for t in rows["structure_type"].unique()}
     reference = pd.DataFrame([typical[t] for t in rows["structure_type"]], index=rows.index)
-    # One prediction call for all (feature, row) pairs.
-    perturbed = pd.concat([rows.assign(**{f: reference[f]}) for f in features], ignore_index=True)
-    moved = np.log(model.predict(perturbed)).reshape(len(features), len(rows))
+    base = np.log(model.predict(rows))
+    names = [name for name, features in groups.items() if all(f in reference.columns for f in features)]
+    perturbed = pd.concat([rows.assign(**{f: reference[f] for f in groups[name]}) for name in names],
+                          ignore_index=True)
+    moved = np.log(model.predict(perturbed)).reshape(len(names), len(rows))
     effects = base[None, :] - moved
     out = []
     for i in range(len(rows)):
         items = []
-        for j, feature in enumerate(features):
-            value = float(rows[feature].iloc[i])
-            if not math.isfinite(value) or abs(effects[j, i]) < _NEGLIGIBLE:
+        for j, name in enumerate(names):
+            if not np.isfinite(effects[j, i]) or abs(effects[j, i]) < _NEGLIGIBLE:
                 continue
-            items.append({"feature": feature, "value": value, "reference_value": float(reference[feature].iloc[i]),
+            values = {f: float(rows[f].iloc[i]) for f in groups[name]}
+            typical_row = {f: float(reference[f].iloc[i]) for f in groups[name]}
+            items.append({"group": name, "features": values, "reference_values": typical_row,
                           "log_effect": float(effects[j, i]), "factor": float(math.exp(effects[j, i]))})
         up = sorted((x for x in items if x["log_effect"] > 0), key=lambda x: -x["log_effect"])[:top]
         down = sorted((x for x in items if x["log_effect"] < 0), key=lambda x: x["log_effect"])[:top]
@@ -96,19 +114,24 @@ def explain_predictions(model_set: DoseModelSet, table: pd.DataFrame, top: int =
     return {"method": METHOD, "segments": segments}
 
 
+def _describe(item: dict) -> str:
+    values = ", ".join(f"{html.escape(f)} {v:.3g}" for f, v in item["features"].items())
+    return f"{html.escape(item['group'])} ({values}; ×{item['factor']:.2f})"
+
+
 def _items(items: list[dict]) -> str:
-    return ", ".join(f"{html.escape(x['feature'])} {x['value']:.3g} (×{x['factor']:.2f})" for x in items) or "–"
+    return "; ".join(_describe(x) for x in items) or "–"
 
 
 def explanations_html(explanations: dict | None) -> str:
-    """A short report section: the top features that pushed each segment's dose up and down."""
+    """A short report section: the feature groups that pushed each segment's dose up and down."""
     if not explanations or not explanations.get("segments"):
         return ""
     rows = "".join(f"<tr><td>{html.escape(segment)}</td><td>{_items(e['up'])}</td><td>{_items(e['down'])}</td></tr>"
                    for segment, e in explanations["segments"].items())
     return ("<h2>What drove each prediction</h2>"
-            f"<p class='small'>Features that pushed the predicted Gy/GBq up or down, by the factor the prediction "
-            f"changes when the feature alone is moved to its typical training value ({html.escape(METHOD)}). "
-            "A description of the model, not of the patient's biology.</p>"
+            f"<p class='small'>Groups of related features that pushed the predicted Gy/GBq up or down, by the "
+            f"factor the prediction changes when the group is moved to its typical training values "
+            f"({html.escape(METHOD)}). A description of the model, not of the patient's biology.</p>"
             f"<table><thead><tr><th>Segment</th><th>Pushed up (×factor)</th><th>Pushed down (×factor)</th></tr>"
             f"</thead><tbody>{rows}</tbody></table>")

@@ -1,16 +1,29 @@
 """Dose models: one scikit-learn style regressor per model group (tumour, kidney, salivary).
 
 Every model predicts the absorbed dose per injected activity (Gy/GBq). Learners work on log(dose): doses are
-log-normal across patients and the back-transformed prediction is the conditional median. Candidates:
+log-normal across patients and the back-transformed prediction is the conditional median.
+
+Physics first: every learned candidate is the physics baseline (``psmadose.physics``: the dose the structure's
+measured tissue uptake implies, D proportional to SUV_tissue / weight) times a bounded learned correction,
+
+    ln D = ln R(type, tracer) + ln U(SUV_tissue, weight, type) + clip(f(correction features))
+
+where the correction features (``CORRECTION_FEATURES``) are clinical covariates, tumour burden and PET
+acquisition facts, never a statistic of the structure's own image (no SUVmax/std/peak, no CT, no texture,
+no drawn volume). So the predicted dose is proportional to the structure's own uptake (elasticity exactly 1)
+and cannot depend on noise, blur, voxel size or texture except through the robust tissue uptake. The
+correction's inputs are clipped to their training range and its output to the range of corrections seen in
+training. Candidates:
 
 - ``population_mean``: the training mean dose of the structure type (the baseline of Xue et al. 2022);
-- ``linear_uptake``: ridge regression on log uptake/clinical features with univariate selection;
-- ``tree_ensemble``: gradient-boosted trees (scikit-learn HistGradientBoosting);
-- ``mixed_effects``: the same trees as fixed effects with a random patient intercept fitted by EM
+- ``physics``: the physics baseline alone (R calibrated per structure type and tracer), no learning;
+- ``physics_ridge``: physics x ridge correction (univariate selection inside the pipeline);
+- ``physics_trees``: physics x gradient-boosted-tree correction (scikit-learn HistGradientBoosting);
+- ``physics_mixed``: physics x the same trees as fixed effects with a random patient intercept fitted by EM
   (MERF, Hajjem et al. 2014), acknowledging that lesions of one patient are not independent.
 
-Cross-validation is patient-grouped; feature selection lives inside the pipelines, so it is refitted in
-every fold and never sees a test patient.
+Cross-validation is patient-grouped; calibration of R and feature selection live inside the estimators, so
+they are refitted in every fold and never see a test patient.
 """
 
 from __future__ import annotations
@@ -30,11 +43,13 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
+from .clinical import TRACERS
 from .domain import domain_reasons, log_positive
 from .domain import training_domain as _training_domain
 from .errors import InputError
 from .intervals import LEVELS as INTERVAL_LEVELS
 from .intervals import describe_stratum, interval_bounds, level_key, row_strata
+from .physics import calibrate_log_ratio, unit_dose_gy_per_gbq
 
 GROUP_STRUCTURE_TYPES = {
     "tumour": ("tumour",),
@@ -42,20 +57,15 @@ GROUP_STRUCTURE_TYPES = {
     "salivary": ("parotid", "submandibular", "lacrimal"),
 }
 
-SEGMENT_FEATURES = ("volume_ml", "suv_max", "suv_mean", "suv_std", "suv_peak", "total_uptake_suv_ml",
-                    "ct_hu_mean", "suv_mean_to_parotid", "suv_mean_to_kidney", "suv_mean_to_liver")
-PATIENT_FEATURES = ("n_lesions", "total_tumour_volume_ml", "total_lesion_uptake_suv_ml", "tumour_suv_mean_patient",
-                    "kidney_suv_mean_patient", "parotid_suv_mean_patient", "submandibular_suv_mean_patient",
-                    "liver_suv_mean_patient", "spleen_suv_mean_patient")
+# The structure's own uptake enters only through the physics baseline.
+UPTAKE_FEATURE = "suv_tissue"
+PATIENT_FEATURES = ("n_lesions", "total_tumour_volume_ml")
 CLINICAL_FEATURES = ("age_years", "weight_kg", "height_cm", "bsa_m2", "bmi_kg_m2", "egfr_ml_min_1_73m2",
                      "log_psa_ng_ml", "alp_u_l", "ldh_u_l", "hemoglobin_g_dl", "prior_taxane_lines", "prior_arpi",
                      "pet_uptake_time_min", "tracer_18F-DCFPyL", "tracer_18F-PSMA-1007", "tracer_68Ga-PSMA-11")
-# Strictly positive, right-skewed features: the linear model sees their logarithm.
-LOG_FEATURES = ("volume_ml", "suv_max", "suv_mean", "suv_std", "suv_peak", "total_uptake_suv_ml",
-                "suv_mean_to_parotid", "suv_mean_to_kidney", "suv_mean_to_liver", "n_lesions",
-                "total_tumour_volume_ml", "total_lesion_uptake_suv_ml", "tumour_suv_mean_patient",
-                "kidney_suv_mean_patient", "parotid_suv_mean_patient", "submandibular_suv_mean_patient",
-                "liver_suv_mean_patient", "spleen_suv_mean_patient", "weight_kg", "alp_u_l", "ldh_u_l",
+CORRECTION_FEATURES = PATIENT_FEATURES + CLINICAL_FEATURES
+# Strictly positive, right-skewed features: the learners and the domain check see their logarithm.
+LOG_FEATURES = ("suv_tissue", "n_lesions", "total_tumour_volume_ml", "weight_kg", "alp_u_l", "ldh_u_l",
                 "egfr_ml_min_1_73m2")
 
 
@@ -69,7 +79,8 @@ def radiomics_columns(table: pd.DataFrame) -> list[str]:
 
 
 def group_features(group: str) -> list[str]:
-    features = list(SEGMENT_FEATURES) + list(PATIENT_FEATURES) + list(CLINICAL_FEATURES)
+    """Correction features of a group (structure-type indicators for the salivary group)."""
+    features = list(CORRECTION_FEATURES)
     if len(GROUP_STRUCTURE_TYPES[group]) > 1:
         features += [f"is_{t}" for t in GROUP_STRUCTURE_TYPES[group]]
     return features
@@ -148,49 +159,126 @@ class MixedEffectsRegressor(RegressorMixin, BaseEstimator):
 
 
 def _trees(random_state: int = 0) -> HistGradientBoostingRegressor:
-    return HistGradientBoostingRegressor(max_iter=300, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=15,
+    # Small trees and strong regularisation: the correction is a smooth, modest adjustment of the physics.
+    return HistGradientBoostingRegressor(max_iter=200, learning_rate=0.05, max_leaf_nodes=8, min_samples_leaf=30,
                                          l2_regularization=1.0, random_state=random_state)
 
 
-CANDIDATES = ("population_mean", "linear_uptake", "tree_ensemble", "mixed_effects")
+CANDIDATES = ("population_mean", "physics", "physics_ridge", "physics_trees", "physics_mixed")
+BASELINES = ("population_mean", "physics")
+N_PHYSICS_COLUMNS = 2  # design-matrix columns before the correction features: stratum code, ln unit dose
+CORRECTION_QUANTILES = (0.005, 0.995)  # the learned correction is clipped to this range of training corrections
 
 
-@dataclass(frozen=True)
-class CandidateSpec:
-    name: str
-    log_features: bool
+class PhysicsBaseline(RegressorMixin, BaseEstimator):
+    """ln dose = ln R(stratum) + ln unit dose; X[:, 0] codes the stratum (structure type x tracer), X[:, 1] is
+    ln unit dose (``psmadose.physics``). ln R is calibrated per stratum on the training rows."""
 
-    def build(self, n_features: int, select_k: int | None = None):
-        """The estimator; ``select_k`` puts univariate selection of k features in front of the trees (used with
-        radiomics: hundreds of correlated features)."""
-        if self.name == "population_mean":
-            return PopulationMeanRegressor()
-        if self.name == "linear_uptake":
-            return Pipeline([
-                ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-                ("scale", StandardScaler()),
-                ("select", SelectKBest(f_regression, k=min(15, n_features))),
-                ("ridge", RidgeCV(alphas=np.logspace(-3, 3, 13))),
-            ])
-        if self.name in ("tree_ensemble", "mixed_effects"):
-            trees = _trees()
-            if select_k is not None:
-                trees = Pipeline([
-                    ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-                    ("select", SelectKBest(f_regression, k=min(select_k, n_features))),
-                    ("trees", trees),
-                ])
-            return MixedEffectsRegressor(trees) if self.name == "mixed_effects" else trees
-        raise ValueError(self.name)
+    def fit(self, X, y):
+        X = np.asarray(X, dtype=float)
+        codes, values, overall = calibrate_log_ratio(np.asarray(y, dtype=float), X[:, 1], X[:, 0])
+        self.codes_, self.log_ratios_, self.overall_log_ratio_ = np.array(codes, dtype=float), values, overall
+        return self
+
+    def log_ratio(self, X) -> np.ndarray:
+        check_is_fitted(self, "log_ratios_")
+        codes = np.asarray(X, dtype=float)[:, 0]
+        out = np.full(len(codes), self.overall_log_ratio_)
+        for code, value in zip(self.codes_, self.log_ratios_):
+            out[codes == code] = value
+        return out
+
+    def predict(self, X):
+        return np.asarray(X, dtype=float)[:, 1] + self.log_ratio(X)
 
 
-SPECS = {name: CandidateSpec(name, log_features=name in ("linear_uptake",)) for name in CANDIDATES}
+class PhysicsCorrected(RegressorMixin, BaseEstimator):
+    """Physics baseline plus a learned, bounded correction of its log residual from X[:, 2:].
+
+    The correction's inputs are clipped to their training range and its output to the
+    ``CORRECTION_QUANTILES`` of the training corrections, so no input can move a dose far from physics.
+    """
+
+    def __init__(self, correction=None, mixed: bool = False):
+        self.correction = correction
+        self.mixed = mixed
+
+    def fit(self, X, y, groups=None):
+        X = np.asarray(X, dtype=float)
+        y = np.asarray(y, dtype=float)
+        self.baseline_ = PhysicsBaseline().fit(X[:, :N_PHYSICS_COLUMNS], y)
+        residual = y - self.baseline_.predict(X[:, :N_PHYSICS_COLUMNS])
+        Z = X[:, N_PHYSICS_COLUMNS:]
+        self.input_low_ = np.nanmin(Z, axis=0)
+        self.input_high_ = np.nanmax(Z, axis=0)
+        estimator = MixedEffectsRegressor(self.correction) if self.mixed else clone(self.correction)
+        if self.mixed:
+            estimator.fit(Z, residual, groups=groups)
+        else:
+            estimator.fit(Z, residual)
+        self.correction_ = estimator
+        self.bounds_ = np.quantile(residual, CORRECTION_QUANTILES)
+        return self
+
+    def log_correction(self, X) -> np.ndarray:
+        check_is_fitted(self, "correction_")
+        Z = np.clip(np.asarray(X, dtype=float)[:, N_PHYSICS_COLUMNS:], self.input_low_, self.input_high_)
+        return np.clip(self.correction_.predict(Z), self.bounds_[0], self.bounds_[1])
+
+    def predict(self, X):
+        X = np.asarray(X, dtype=float)
+        return self.baseline_.predict(X[:, :N_PHYSICS_COLUMNS]) + self.log_correction(X)
+
+
+def _ridge(n_features: int) -> Pipeline:
+    return Pipeline([
+        ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+        ("scale", StandardScaler()),
+        ("select", SelectKBest(f_regression, k=min(15, n_features))),
+        ("ridge", RidgeCV(alphas=np.logspace(-2, 4, 13))),
+    ])
+
+
+def build_candidate(name: str, n_features: int):
+    """The estimator of a candidate; ``n_features`` counts the correction features."""
+    if name == "population_mean":
+        return PopulationMeanRegressor()
+    if name == "physics":
+        return PhysicsBaseline()
+    if name == "physics_ridge":
+        return PhysicsCorrected(_ridge(n_features))
+    if name == "physics_trees":
+        return PhysicsCorrected(_trees())
+    if name == "physics_mixed":
+        return PhysicsCorrected(_trees(), mixed=True)
+    raise ValueError(name)
+
+
+def stratum_codes(table: pd.DataFrame, group: str) -> np.ndarray:
+    """Code of (structure type, tracer) per row: type index x 10 + tracer index (9: no tracer column)."""
+    types = GROUP_STRUCTURE_TYPES[group]
+    type_code = table["structure_type"].map({t: i for i, t in enumerate(types)}).to_numpy(dtype=float)
+    tracer_code = np.full(len(table), 9.0)
+    for i, tracer in enumerate(TRACERS):
+        column = f"tracer_{tracer}"
+        if column in table.columns:
+            tracer_code[table[column].to_numpy(dtype=float) == 1.0] = i
+    return type_code * 10 + tracer_code
+
+
+def log_unit_dose(table: pd.DataFrame) -> np.ndarray:
+    if UPTAKE_FEATURE not in table.columns:
+        raise InputError(f"feature {UPTAKE_FEATURE!r} needed by the model is missing from the feature table; "
+                         "recompute features with this psmadose version")
+    unit = unit_dose_gy_per_gbq(table[UPTAKE_FEATURE].to_numpy(dtype=float), table["weight_kg"].to_numpy(dtype=float),
+                                table["structure_type"].to_numpy())
+    return log_positive(unit)
 
 
 class DoseModel(RegressorMixin, BaseEstimator):
     """Gy/GBq for one model group, from a feature table (pandas DataFrame) of that group's segments."""
 
-    def __init__(self, group: str = "kidney", candidate: str = "tree_ensemble", feature_set: str = "uptake"):
+    def __init__(self, group: str = "kidney", candidate: str = "physics_ridge", feature_set: str = "uptake"):
         self.group = group
         self.candidate = candidate
         self.feature_set = feature_set
@@ -199,11 +287,13 @@ class DoseModel(RegressorMixin, BaseEstimator):
         if self.candidate == "population_mean":
             codes = table["structure_type"].map({t: i for i, t in enumerate(GROUP_STRUCTURE_TYPES[self.group])})
             return codes.to_numpy(dtype=float)[:, None]
-        log_features = LOG_FEATURES if SPECS[self.candidate].log_features else ()
-        return design_matrix(table, self.features_in_, log_features)
+        physics = np.column_stack([stratum_codes(table, self.group), log_unit_dose(table)])
+        if self.candidate == "physics":
+            return physics
+        return np.column_stack([physics, design_matrix(table, self.features_in_, LOG_FEATURES)])
 
     def fit(self, table: pd.DataFrame, dose_gy_per_gbq, groups=None):
-        if self.group not in GROUP_STRUCTURE_TYPES or self.candidate not in SPECS or \
+        if self.group not in GROUP_STRUCTURE_TYPES or self.candidate not in CANDIDATES or \
                 self.feature_set not in FEATURE_SETS:
             raise ValueError(f"unknown group/candidate/feature set {self.group}/{self.candidate}/{self.feature_set}")
         self.features_in_ = group_features(self.group)
@@ -215,9 +305,8 @@ class DoseModel(RegressorMixin, BaseEstimator):
             self.features_in_ = self.features_in_ + extra
         X = self._matrix(table)
         y = np.log(np.asarray(dose_gy_per_gbq, dtype=float))
-        select_k = 40 if self.feature_set == "radiomics" else None
-        estimator = SPECS[self.candidate].build(X.shape[1], select_k)
-        if isinstance(estimator, MixedEffectsRegressor):
+        estimator = build_candidate(self.candidate, len(self.features_in_))
+        if isinstance(estimator, PhysicsCorrected) and estimator.mixed:
             estimator.fit(X, y, groups=groups)
         else:
             estimator.fit(X, y)
@@ -227,6 +316,15 @@ class DoseModel(RegressorMixin, BaseEstimator):
     def predict(self, table: pd.DataFrame) -> np.ndarray:
         check_is_fitted(self, "estimator_")
         return np.exp(self.estimator_.predict(self._matrix(table)))
+
+    def physics_gy_per_gbq(self, table: pd.DataFrame) -> np.ndarray | None:
+        """The physics baseline of this model's calibration (None for the population-mean candidate)."""
+        check_is_fitted(self, "estimator_")
+        baseline = getattr(self.estimator_, "baseline_", self.estimator_)
+        if not isinstance(baseline, PhysicsBaseline):
+            return None
+        physics = np.column_stack([stratum_codes(table, self.group), log_unit_dose(table)])
+        return np.exp(baseline.predict(physics))
 
 
 def select_group(table: pd.DataFrame, group: str) -> pd.DataFrame:
@@ -257,6 +355,9 @@ class DoseModelSet:
             result = rows[["case_id", "segment", "structure_type"]].copy()
             result["model_group"] = group
             result["predicted_gy_per_gbq"] = dose
+            physics = model.physics_gy_per_gbq(rows)
+            result["physics_gy_per_gbq"] = physics if physics is not None else np.nan
+            result["population_mean_gy_per_gbq"] = rows["structure_type"].map(self.population_means).astype(float)
             strata = row_strata(self.intervals[group], rows)
             for level in INTERVAL_LEVELS:
                 low, high = interval_bounds(self.intervals[group], strata, level)
@@ -273,8 +374,9 @@ class DoseModelSet:
 
 
 def domain_features(group: str) -> list[str]:
-    """Features the applicability domain checks: the group's features without tracer/structure indicators."""
-    return [f for f in group_features(group) if not f.startswith(("is_", "tracer_"))]
+    """Features the applicability domain checks: the structure's tissue uptake and the correction features
+    (without tracer/structure indicators)."""
+    return [UPTAKE_FEATURE] + [f for f in group_features(group) if not f.startswith(("is_", "tracer_"))]
 
 
 def training_domain(table: pd.DataFrame, group: str) -> dict:

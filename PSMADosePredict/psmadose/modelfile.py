@@ -23,13 +23,13 @@ from .errors import InputError
 MODEL_FILE = "model.skops"
 CARD_FILE = "model_card.json"
 RADIOMICS_FILE = "radiomics_params.yaml"  # pyradiomics settings, present when the model uses radiomics
-BUNDLED_MODEL_NAME = "psmadose-virtual-v1"
+BUNDLED_MODEL_NAME = "psmadose-virtual-v2"
 # Pinned by `python -m psmadose.train_bundled` (tools/build_bundled_model.sh); checked by tests.
 BUNDLED_MODEL_SHA256 = "14d5f13d42a28aaf3660c76f24624eda982387f3c85ee5fcf1b2c9fb814d1fce"
 
 ALLOWED_TYPES = sorted({
     "psmadose.model.DoseModelSet", "psmadose.model.DoseModel", "psmadose.model.PopulationMeanRegressor",
-    "psmadose.model.MixedEffectsRegressor",
+    "psmadose.model.MixedEffectsRegressor", "psmadose.model.PhysicsBaseline", "psmadose.model.PhysicsCorrected",
     "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
     "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",

@@ -50,6 +50,13 @@ def kidney_summary(rows: list[dict], activity_gbq: float, cycles: int) -> dict |
     def mean_of(key: str) -> float:
         return sum(v * float(r[key]) for v, r in zip(volumes, kidneys)) / total
 
+    flagged = [{"segment": r["segment"], "reasons": str(r.get("warnings", ""))}
+               for r in kidneys if not _in_domain(r)]
+    if flagged:
+        # A dose outside the model's domain is not a number to plan with: say which segment and why.
+        return {"segments": [r["segment"] for r in kidneys], "withheld": True, "flagged": flagged,
+                "note": "no kidney planning aid: "
+                        + "; ".join(f"{f['segment']} is outside the model's domain ({f['reasons']})" for f in flagged)}
     per_gbq = mean_of("predicted_gy_per_gbq")
     scale = activity_gbq * cycles
     summary = {
@@ -76,6 +83,11 @@ def kidney_summary(rows: list[dict], activity_gbq: float, cycles: int) -> dict |
     return summary
 
 
+def _in_domain(row: dict) -> bool:
+    value = row.get("in_domain", True)
+    return value if isinstance(value, bool) else str(value).lower() == "true"
+
+
 def low_tumour_flags(rows: list[dict]) -> dict | None:
     reference = low_tumour_reference()
     if reference is None:
@@ -85,10 +97,14 @@ def low_tumour_flags(rows: list[dict]) -> dict | None:
         {"segment": r["segment"], "predicted_gy_per_gbq": float(r["predicted_gy_per_gbq"]),
          "interval_80_high_gy_per_gbq": float(r["interval_80_high_gy_per_gbq"]),
          "upper_80_below_reference": float(r["interval_80_high_gy_per_gbq"]) < threshold}
-        for r in rows if r.get("structure_type") == "tumour" and float(r["predicted_gy_per_gbq"]) < threshold
+        for r in rows if r.get("structure_type") == "tumour" and _in_domain(r)
+        and float(r["predicted_gy_per_gbq"]) < threshold
     ]
+    withheld = [{"segment": r["segment"], "reasons": str(r.get("warnings", ""))}
+                for r in rows if r.get("structure_type") == "tumour" and not _in_domain(r)]
     return {"reference_gy_per_gbq": threshold, "source": reference.source,
-            "n_tumours": sum(r.get("structure_type") == "tumour" for r in rows), "low_dose_tumours": flagged}
+            "n_tumours": sum(r.get("structure_type") == "tumour" for r in rows), "low_dose_tumours": flagged,
+            "withheld": withheld}
 
 
 def planning_summary(rows: list[dict], activity_gbq: float, cycles: int) -> dict:
@@ -108,7 +124,9 @@ def planning_html(summary: dict | None) -> str:
     parts = ["<h2>Planning aids (decision support, not a prescription)</h2>",
              f"<p class='small'>{html.escape(summary['decision_support_note'])}</p><ul>"]
     kidneys = summary.get("kidneys")
-    if kidneys:
+    if kidneys and kidneys.get("withheld"):
+        parts.append(f"<li>Kidneys: {html.escape(kidneys['note'])}</li>")
+    elif kidneys:
         parts.append(
             f"<li>Kidneys ({html.escape(', '.join(kidneys['segments']))}, together): predicted mean "
             f"{_f(kidneys['mean_gy_per_gbq'])} Gy/GBq; cumulative over {summary['cycles']} cycles of "
@@ -133,5 +151,8 @@ def planning_html(summary: dict | None) -> str:
             f"<li>Tumours predicted below {_f(tumours['reference_gy_per_gbq'])} Gy/GBq: {len(flagged)} of "
             f"{tumours['n_tumours']}{': ' + html.escape(names) if flagged else ''}. "
             f"{html.escape(tumours['source'])}</li>")
+        for t in tumours.get("withheld", []):
+            parts.append(f"<li>{html.escape(t['segment'])}: not assessed, outside the model's domain "
+                         f"({html.escape(t['reasons'])})</li>")
     parts.append("</ul>")
     return "".join(parts)

@@ -23,8 +23,8 @@ from .segmentation import SegmentToWrite, write_segmentation
 
 log = logging.getLogger(__name__)
 
-CSV_COLUMNS = ("segment", "structure_type", "volume_ml", "suv_mean", "suv_max", "predicted_gy_per_gbq",
-               "predicted_gy", "predicted_gy_cumulative", "interval_80_low_gy_per_gbq", "interval_80_high_gy_per_gbq",
+CSV_COLUMNS = ("segment", "structure_type", "volume_ml", "suv_mean", "suv_max", "suv_tissue", "uptake_method",
+               "predicted_gy_per_gbq", "physics_gy_per_gbq", "population_mean_gy_per_gbq", "predicted_gy", "predicted_gy_cumulative", "interval_80_low_gy_per_gbq", "interval_80_high_gy_per_gbq",
                "interval_90_low_gy_per_gbq", "interval_90_high_gy_per_gbq", "in_domain", "warnings")
 REFERENCE_ORGAN_COLOR = (0.6, 0.6, 0.6)
 ACTIVITY_RANGE_GBQ = (1.0, 12.0)
@@ -37,7 +37,11 @@ class DosePrediction:
     volume_ml: float
     suv_mean: float
     suv_max: float
+    suv_tissue: float  # tissue concentration used by the physics baseline (psmadose.features.concentration)
+    uptake_method: str  # how suv_tissue was measured: "extent" (resolved structure) or "activity" (small)
     predicted_gy_per_gbq: float
+    physics_gy_per_gbq: float  # the physics baseline alone (psmadose.physics), beside the model
+    population_mean_gy_per_gbq: float  # the training mean of the structure type, beside the model
     predicted_gy: float  # per cycle, at the planned activity
     predicted_gy_cumulative: float  # over the planned cycles, assuming cycle-1 kinetics repeat
     interval_80_low_gy_per_gbq: float
@@ -102,7 +106,10 @@ def predict_case(case: Case, loaded: LoadedModel, activity_gbq: float | None = N
         dose = float(row["predicted_gy_per_gbq"])
         predictions.append(DosePrediction(
             segment=row["segment"], structure_type=row["structure_type"], volume_ml=float(f["volume_ml"]),
-            suv_mean=float(f["suv_mean"]), suv_max=float(f["suv_max"]), predicted_gy_per_gbq=dose,
+            suv_mean=float(f["suv_mean"]), suv_max=float(f["suv_max"]), suv_tissue=float(f["suv_tissue"]),
+            uptake_method=str(f["uptake_method"]), predicted_gy_per_gbq=dose,
+            physics_gy_per_gbq=float(row.get("physics_gy_per_gbq", math.nan)),
+            population_mean_gy_per_gbq=float(row.get("population_mean_gy_per_gbq", math.nan)),
             predicted_gy=dose * activity, predicted_gy_cumulative=dose * activity * cycles,
             interval_80_low_gy_per_gbq=float(row["interval_80_low_gy_per_gbq"]),
             interval_80_high_gy_per_gbq=float(row["interval_80_high_gy_per_gbq"]),
@@ -121,7 +128,9 @@ def predict_case(case: Case, loaded: LoadedModel, activity_gbq: float | None = N
         "model_intended_use": loaded.card.get("intended_use"),
         "library_versions": library_versions(),
         "settings": {"activity_gbq": activity, "cycles": cycles,
-                     "activity_source": "--activity-gbq" if activity_gbq is not None else "clinical.json"},
+                     "activity_source": "--activity-gbq" if activity_gbq is not None else "clinical.json",
+                     "pet_resolution_mm": float(table["pet_resolution_mm"].iloc[0]),
+                     "pet_resolution_source": str(table["pet_resolution_source"].iloc[0])},
         "input_sha256": {k: sha256_file(v) for k, v in case.input_files.items()},
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

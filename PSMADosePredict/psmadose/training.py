@@ -16,6 +16,7 @@ from .errors import CancelledError, InputError
 from .intervals import calibrate, interval_bounds, level_key, row_strata
 from .metrics import coverage, dose_metrics
 from .model import (
+    BASELINES,
     CANDIDATES,
     GROUP_STRUCTURE_TYPES,
     INTERVAL_LEVELS,
@@ -52,7 +53,7 @@ def _runs(candidates, feature_sets) -> list[tuple[str, str, str]]:
     runs = []
     for feature_set in feature_sets:
         for candidate in candidates:
-            if candidate == "population_mean" and feature_set != feature_sets[0]:
+            if candidate in BASELINES and feature_set != feature_sets[0]:
                 continue
             key = candidate if feature_set == "uptake" else f"{candidate}+{feature_set}"
             runs.append((key, candidate, feature_set))
@@ -91,6 +92,7 @@ def train_models(table: pd.DataFrame, *, n_splits: int = 5, candidates=CANDIDATE
             done += 1
             if progress and progress(done, steps) is False:
                 raise CancelledError("training cancelled")
+        # The physics baseline is a candidate like any other: a learned correction is kept only if it beats it.
         winner = min(cv, key=lambda c: cv[c]["mape"])
         log_residual = np.log(y) - np.log(oof[winner])
         intervals[group] = calibrate(rows, log_residual)
@@ -103,9 +105,10 @@ def train_models(table: pd.DataFrame, *, n_splits: int = 5, candidates=CANDIDATE
             raise CancelledError("training cancelled")
         entry = {"n": len(rows), "n_patients": int(rows["case_id"].nunique()), "selected": winner,
                  "selected_feature_set": winner_set, "cv": cv, **{k: v for k, v in cv[winner].items() if k != "n"},
-                 "baseline_mape": cv.get("population_mean", {}).get("mape", math.nan)}
+                 "baseline_mape": cv.get("population_mean", {}).get("mape", math.nan),
+                 "physics_mape": cv.get("physics", {}).get("mape", math.nan)}
         for feature_set in feature_sets:
-            learned = [cv[k]["mape"] for k, c, f in runs if f == feature_set and c != "population_mean"]
+            learned = [cv[k]["mape"] for k, c, f in runs if f == feature_set and c not in BASELINES]
             if learned:
                 entry[f"best_mape_{feature_set}"] = min(learned)
         if "oracle_gy_per_gbq" in rows and rows["oracle_gy_per_gbq"].notna().all():
@@ -136,11 +139,15 @@ def train_models(table: pd.DataFrame, *, n_splits: int = 5, candidates=CANDIDATE
         "selected": {g: report[g]["selected"] for g in report},
         "metrics": report,
         "metrics_note": (f"patient-grouped {n_splits}-fold cross-validation on the training cohort (virtual "
-                         "patients); MAPE/MAE/R2 on Gy/GBq; oracle_mape = accuracy a perfect model could reach "
-                         "given the simulator's unobservable PET-to-therapy discordance"),
+                         "patients); MAPE/MAE/R2 on Gy/GBq; baseline_mape = population mean, physics_mape = physics "
+                         "baseline alone; oracle_mape = accuracy a perfect model could reach given the simulator's "
+                         "unobservable PET-to-therapy discordance"),
+        "model_form": ("ln D = ln R(structure type, tracer) + ln[SUV_tissue / weight x T_eff / ln2 x S_self] + "
+                       "clip(learned correction from clinical, burden and acquisition features); see psmadose.model "
+                       "and psmadose.physics"),
         "settings": {"cv": f"GroupKFold(n_splits={n_splits}) by patient", "candidates": list(candidates),
-                     "radiomics_selection": "SelectKBest(f_regression, k=40) inside each fold before the trees; "
-                                            "k=15 for the ridge model",
+                     "selection": "lowest grouped-CV MAPE; the physics baseline and the population mean compete",
+                     "correction_selection": "SelectKBest(f_regression, k=15) inside each fold for the ridge",
                      "target": "log(Gy/GBq), back-transformed (conditional median)",
                      "intervals": "split-conformal on the selected model's patient-grouped out-of-fold log residuals, "
                                   "equal-tailed, Mondrian by structure type (tumours also by volume tercile); "
@@ -164,11 +171,12 @@ def cohort_description(cohort: Path) -> dict:
 
 
 def train_command(cohort: Path, out: Path, *, workers: int | None = None, overwrite: bool = False,
-                  name: str = "psmadose-model", radiomics: bool = True, progress=None) -> dict:
+                  name: str = "psmadose-model", radiomics: bool = False, progress=None) -> dict:
     """psmadose train: features of every case, grouped CV, the winners refitted, model + card written.
 
-    With pyradiomics installed (and ``radiomics``), uptake+clinical and uptake+clinical+radiomics are compared;
-    the settings file travels with the model when a winner uses radiomics.
+    With ``radiomics`` (opt-in: radiomics describe image texture, which depends on the scanner) and pyradiomics
+    installed, corrections with radiomics are compared too; the settings file travels with the model when a
+    winner uses radiomics.
     """
     import shutil
 

@@ -14,35 +14,74 @@ from psmadose.model import (
     group_features,
     select_group,
 )
+from psmadose.physics import unit_dose_gy_per_gbq
 from psmadose.training import out_of_fold, train_models
 
 
+TRUE_LOG_RATIO = math.log(0.4)  # therapy-to-PET uptake ratio of the synthetic cohort
+EGFR_EXPONENT = -0.8  # a known correction: dose x (eGFR / 75) ** -0.8
+
+
 def synthetic_table(n_patients=60, per_patient=6, seed=0, structure_type="tumour", noise=0.1, patient_sd=0.0):
-    """Dose = 0.3 * suv_mean ** 1.0 * volume_ml ** -0.2 with log-normal noise and an optional patient effect."""
+    """Dose = R x physics unit dose(suv_tissue, weight) x (eGFR/75) ** -0.8 with log-normal noise and an optional
+    patient effect; other features are noise around 1."""
     rng = np.random.default_rng(seed)
     rows = []
     for p in range(n_patients):
         effect = rng.normal(0, patient_sd)
+        weight = float(np.exp(rng.normal(math.log(80), 0.15)))
+        egfr = float(np.exp(rng.normal(math.log(75), 0.3)))
         for s in range(per_patient):
             row = {name: float(rng.normal(1.0, 0.1)) for name in group_features("tumour")}
             row.update({"case_id": f"p{p:03d}", "segment": f"lesion_{s}", "structure_type": structure_type,
-                        "suv_mean": float(np.exp(rng.normal(2.3, 0.5))), "volume_ml": float(np.exp(rng.normal(1, 1)))})
+                        "suv_tissue": float(np.exp(rng.normal(2.3, 0.5))), "weight_kg": weight,
+                        "egfr_ml_min_1_73m2": egfr, "volume_ml": float(np.exp(rng.normal(1, 1)))})
             for tracer in ("18F-DCFPyL", "18F-PSMA-1007", "68Ga-PSMA-11"):
                 row[f"tracer_{tracer}"] = float(tracer == "18F-DCFPyL")
-            row["reference_gy_per_gbq"] = float(0.3 * row["suv_mean"] * row["volume_ml"] ** -0.2
+            unit = float(unit_dose_gy_per_gbq(row["suv_tissue"], weight, [structure_type])[0])
+            row["reference_gy_per_gbq"] = float(math.exp(TRUE_LOG_RATIO) * unit * (egfr / 75) ** EGFR_EXPONENT
                                                 * math.exp(rng.normal(0, noise) + effect))
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def test_linear_model_recovers_a_power_law():
-    # The target is an exact power law in suv_mean and volume (log-linear): ridge on log features must fit it
-    # to within the 10% noise; MAPE of ~8% is E|exp(N(0, 0.1)) - 1|.
+def _mape(model, table) -> float:
+    return float(np.mean(np.abs(model.predict(table) - table["reference_gy_per_gbq"]) / table["reference_gy_per_gbq"]))
+
+
+def test_physics_baseline_calibrates_the_uptake_ratio():
+    # Without noise in the correction (eGFR fixed), the calibrated ln R is the true one (mean of log residuals).
+    table = synthetic_table(noise=0.05)
+    table["egfr_ml_min_1_73m2"] = 75.0
+    table["reference_gy_per_gbq"] = math.exp(TRUE_LOG_RATIO) * unit_dose_gy_per_gbq(
+        table["suv_tissue"], table["weight_kg"], table["structure_type"])
+    model = DoseModel("tumour", "physics").fit(table, table["reference_gy_per_gbq"])
+    assert model.estimator_.overall_log_ratio_ == pytest.approx(TRUE_LOG_RATIO, abs=1e-9)
+    assert np.allclose(model.predict(table), table["reference_gy_per_gbq"])
+
+
+@pytest.mark.parametrize("candidate", ["physics_ridge", "physics_trees"])
+def test_learned_correction_recovers_renal_function_and_keeps_elasticity_one(candidate):
+    # The eGFR power law is the only thing to learn beyond physics; MAPE ~8% is E|exp(N(0, 0.1)) - 1|.
     table = synthetic_table()
-    model = DoseModel("tumour", "linear_uptake").fit(table, table["reference_gy_per_gbq"])
+    model = DoseModel("tumour", candidate).fit(table, table["reference_gy_per_gbq"])
+    physics = DoseModel("tumour", "physics").fit(table, table["reference_gy_per_gbq"])
     test = synthetic_table(seed=1)
-    mape = np.mean(np.abs(model.predict(test) - test["reference_gy_per_gbq"]) / test["reference_gy_per_gbq"])
-    assert mape < 0.12
+    assert _mape(model, test) < 0.12 and _mape(physics, test) > 0.16
+    # Elasticity to the structure's own uptake is exactly 1 by construction: uptake enters only via physics.
+    scaled = test.assign(suv_tissue=test["suv_tissue"] * 1.3)
+    assert np.allclose(np.log(model.predict(scaled) / model.predict(test)) / math.log(1.3), 1.0)
+
+
+def test_correction_is_bounded_whatever_the_inputs():
+    # An absurd eGFR (a unit mistake) cannot move the dose beyond the corrections seen in training.
+    table = synthetic_table()
+    model = DoseModel("tumour", "physics_ridge").fit(table, table["reference_gy_per_gbq"])
+    test = synthetic_table(2, 2, seed=3)
+    extreme = test.assign(egfr_ml_min_1_73m2=1e-3)
+    correction = np.log(model.predict(extreme)) - np.log(model.physics_gy_per_gbq(extreme))
+    low, high = model.estimator_.bounds_
+    assert np.all(correction >= low - 1e-12) and np.all(correction <= high + 1e-12)
 
 
 def test_population_mean_predicts_the_training_mean_per_type():
@@ -77,7 +116,7 @@ def test_grouped_cv_never_puts_a_patient_on_both_sides(monkeypatch):
         return original(self, rows, y, groups)
 
     monkeypatch.setattr(DoseModel, "fit", spy)
-    oof = out_of_fold(select_group(table, "tumour"), "tumour", "linear_uptake", n_splits=5)
+    oof = out_of_fold(select_group(table, "tumour"), "tumour", "physics_ridge", n_splits=5)
     assert len(seen) == 5 and np.isfinite(oof).all()
     # Every patient is held out exactly once: it is absent from exactly one training set.
     for patient in table["case_id"].unique():
@@ -86,10 +125,11 @@ def test_grouped_cv_never_puts_a_patient_on_both_sides(monkeypatch):
 
 def test_train_models_picks_a_model_better_than_the_baseline_and_calibrated_intervals():
     table = synthetic_table(80, 6, noise=0.15)
-    model_set, card = train_models(table, candidates=("population_mean", "linear_uptake"))
+    model_set, card = train_models(table, candidates=("population_mean", "physics", "physics_ridge"))
     metrics = card["metrics"]["tumour"]
-    assert metrics["selected"] == "linear_uptake"
+    assert metrics["selected"] == "physics_ridge"
     assert metrics["mape"] < 0.5 * metrics["baseline_mape"]
+    assert metrics["mape"] < metrics["physics_mape"]
     assert 0.7 <= metrics["coverage_80_cv"] <= 0.9
     # Intervals on new patients from the same process should cover about 80% / 90%.
     test = synthetic_table(80, 6, seed=11, noise=0.15)
@@ -101,12 +141,13 @@ def test_train_models_picks_a_model_better_than_the_baseline_and_calibrated_inte
 
 def test_out_of_domain_flags_name_the_reason():
     table = synthetic_table(30, 5)
-    model_set, _ = train_models(table, candidates=("linear_uptake",))
+    model_set, _ = train_models(table, candidates=("physics_ridge",))
     test = synthetic_table(2, 2, seed=4)
-    test.loc[0, "suv_mean"] = 500.0
+    test.loc[0, "suv_tissue"] = 500.0
     test["tracer_18F-DCFPyL"] = 0.0
     test["tracer_68Ga-PSMA-11"] = 1.0
     predicted = model_set.predict(test)
     assert not predicted.loc[0, "in_domain"]
-    assert "suv_mean = 500" in predicted.loc[0, "domain_warnings"]
+    assert "suv_tissue = 500" in predicted.loc[0, "domain_warnings"]
+    assert "check that the PET is in SUVbw" in predicted.loc[0, "domain_warnings"]
     assert "68Ga-PSMA-11 not in the training data" in predicted.loc[1, "domain_warnings"]

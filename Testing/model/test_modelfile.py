@@ -26,7 +26,7 @@ from .test_model import synthetic_table
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    model_set, card = train_models(synthetic_table(20, 4), candidates=("population_mean", "linear_uptake"))
+    model_set, card = train_models(synthetic_table(20, 4), candidates=("population_mean", "physics_ridge"))
     directory = tmp_path_factory.mktemp("model")
     save_model(model_set, card, directory)
     return directory
@@ -35,7 +35,7 @@ def model_dir(tmp_path_factory):
 def test_round_trip_gives_the_same_predictions(model_dir):
     table = synthetic_table(3, 2, seed=9)
     loaded = load_model(model_dir, trust=True)
-    model_set, _ = train_models(synthetic_table(20, 4), candidates=("population_mean", "linear_uptake"))
+    model_set, _ = train_models(synthetic_table(20, 4), candidates=("population_mean", "physics_ridge"))
     assert np.allclose(loaded.model_set.predict(table)["predicted_gy_per_gbq"],
                        model_set.predict(table)["predicted_gy_per_gbq"])
     assert not loaded.bundled
@@ -43,7 +43,7 @@ def test_round_trip_gives_the_same_predictions(model_dir):
 
 def test_saving_twice_gives_identical_bytes(model_dir, tmp_path):
     # Determinism: the same training data give the same model bytes (fixed zip timestamps).
-    model_set, card = train_models(synthetic_table(20, 4), candidates=("population_mean", "linear_uptake"))
+    model_set, card = train_models(synthetic_table(20, 4), candidates=("population_mean", "physics_ridge"))
     save_model(model_set, card, tmp_path)
     assert (tmp_path / MODEL_FILE).read_bytes() == (model_dir / MODEL_FILE).read_bytes()
 
@@ -141,7 +141,7 @@ def test_bundled_model_hash_is_pinned_and_matches_its_card():
 def test_a_model_from_before_conformal_intervals_is_refused_with_a_retrain_hint(tmp_path):
     from psmadose.modelfile import deterministic_skops_bytes
 
-    model_set, _ = train_models(synthetic_table(20, 4), candidates=("population_mean", "linear_uptake"))
+    model_set, _ = train_models(synthetic_table(20, 4), candidates=("population_mean", "physics_ridge"))
     # The layout of psmadose <= the first issue-7 session: one pooled residual quantile per group, no
     # multivariate domain check.
     model_set.intervals = None

@@ -9,10 +9,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..case import Case, read_case
 from ..errors import CancelledError, InputError
+from .concentration import resolution_mm, tissue_concentration
 from .patient import burden_features, clinical_features, ratio_features
 from .uptake import segment_uptake
 
@@ -31,10 +33,18 @@ def extract_features(case: Case, radiomics_params: Path | str | None = None,
     """
     spacing_kji = tuple(case.pet.GetSpacing()[::-1])
     ct = case.ct_on_pet_grid()
+    fwhm_mm, fwhm_source = resolution_mm(case.clinical.pet_tracer, case.clinical.pet_resolution_mm)
+    union = np.zeros(case.pet_array.shape, dtype=bool)
+    for segment in case.segments:
+        union |= segment.mask
     rows = []
     for segment in case.segments:
         row = {"case_id": case.case_id, "segment": segment.name, "structure_type": segment.structure_type.value}
         row.update(segment_uptake(case.pet_array, segment.mask, spacing_kji, ct))
+        tissue = tissue_concentration(case.pet_array, segment.mask, spacing_kji, fwhm_mm, union)
+        row.update({"suv_tissue": tissue.suv, "uptake_method": tissue.method,
+                    "tissue_volume_ml": tissue.volume_ml, "background_suv": tissue.background_suv,
+                    "pet_resolution_mm": fwhm_mm, "pet_resolution_source": fwhm_source})
         rows.append(row)
     burden = burden_features(rows)
     clinical = clinical_features(case.clinical)

@@ -17,7 +17,9 @@ from ..errors import CancelledError, InputError
 from ..outputs import atomic_output_dir
 from ..segmentation import STRUCTURE_COLORS, SegmentToWrite
 from .patient import VirtualPatient, lesion_counts_for_total, sample_patient
-from .render import Grid, render
+from .render import Grid, draw_imaging, render
+
+RESOLUTION_RECORDED_P = 0.5  # share of randomised sites that state pet_resolution_mm in clinical.json
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,9 @@ class Preset:
     pet_spacing_mm: tuple[float, float, float] = (4.0, 4.0, 4.0)
     ct_spacing_mm: tuple[float, float, float] | None = None  # None: CT on the PET grid
     fixed_patients: bool = False  # the number of patients is part of the preset
+    # Domain randomisation (issue 11): each patient gets a random site's resolution, noise, voxel size, organ
+    # heterogeneity and contouring habits (render.draw_imaging, ranges in parameters.IMAGING_RANGES).
+    randomise_imaging: bool = False
 
 
 PRESETS: dict[str, Preset] = {
@@ -45,8 +50,10 @@ PRESETS: dict[str, Preset] = {
         "southampton-poc", "the size of the Southampton proof of concept (SNMMI 2026): 9 patients, 57 tumours, "
         "36 salivary glands, 18 kidneys", 9, 2026, include_lacrimal=False, tracer="18F-DCFPyL", total_lesions=57,
         ct_spacing_mm=(3.0, 3.0, 5.0), fixed_patients=True),
-    "training": Preset("training", "training cohort for the bundled model: mixed tracers, 400 patients", 400, 1),
-    "validation": Preset("validation", "held-out cohort (seeds never used in training)", 100, 9001),
+    "training": Preset("training", "training cohort for the bundled model: mixed tracers, randomised sites, "
+                       "400 patients", 400, 1, randomise_imaging=True),
+    "validation": Preset("validation", "held-out cohort (seeds never used in training), randomised sites", 100, 9001,
+                         randomise_imaging=True),
 }
 
 
@@ -70,9 +77,16 @@ def build_case(task: dict) -> dict:
     patient = sample_patient(seed_seq, task["patient_id"], n_lesions=task.get("n_lesions"), tracer=preset.tracer,
                              include_lacrimal=preset.include_lacrimal)
     patient.seed = int(seed_seq.generate_state(1)[0])
-    pet_grid = Grid.body(preset.pet_spacing_mm)
+    imaging, pet_spacing = None, preset.pet_spacing_mm
+    if preset.randomise_imaging:
+        site_rng = np.random.default_rng([patient.seed, 11])
+        imaging, pet_spacing = draw_imaging(site_rng)
+        if site_rng.random() < RESOLUTION_RECORDED_P:
+            patient.clinical["pet_resolution_mm"] = round(imaging.fwhm_mm, 1)
+    pet_grid = Grid.body(pet_spacing)
     ct_grid = Grid.body(preset.ct_spacing_mm) if preset.ct_spacing_mm else None
-    rendered = render(patient, pet_grid=pet_grid, ct_grid=ct_grid, spect_times_h=task.get("spect_times_h"))
+    rendered = render(patient, pet_grid=pet_grid, ct_grid=ct_grid, spect_times_h=task.get("spect_times_h"),
+                      imaging=imaging)
     clinical, _ = validate_clinical(patient.clinical, source=f"{task['patient_id']} clinical")
     segments = _case_segments(patient, rendered.masks)
     doses = {s.name: s.dose_gy_per_gbq for s in patient.structures if s.segmented and s.dose_gy_per_gbq > 0
@@ -82,6 +96,8 @@ def build_case(task: dict) -> dict:
     write_case(directory, pet=rendered.pet, ct=rendered.ct, segments=segments, clinical=clinical, doses=doses,
                extra_images=extra)
     truth = truth_record(patient)
+    if imaging is not None:
+        truth["imaging"] = {**imaging.to_dict(), "pet_spacing_mm": list(pet_spacing)}
     if rendered.spect:
         truth["spect"] = {"times_h": sorted(rendered.spect), "units": "Bq/mL",
                           "injected_activity_gbq": patient.clinical["planned_activity_gbq"]}

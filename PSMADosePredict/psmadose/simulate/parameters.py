@@ -135,3 +135,28 @@ LU_BACKGROUND: dict[str, tuple[float, float]] = {
     "liver": (1.2, 22.9), "spleen": (1.5, 16.8), "marrow": (0.3, 32.0), "blood_pool": (1.0, 8.0),
     "soft_tissue": (0.3, 8.0), "lung": (0.2, 15.1), "bladder": (8.0, 3.0),
 }
+
+# Domain randomisation: how sites differ in forming and contouring images (render.Imaging). None of these
+# changes a structure's true uptake or dose, so a model trained across them cannot use them. Ranges:
+IMAGING_RANGES: dict = {
+    # Reconstructed whole-body PET resolution, 18F and 68Ga, old and new scanners and reconstructions (issue 11:
+    # PSF 4-9 mm; EARL 1/2 harmonisation targets span ~5-8 mm).
+    "fwhm_mm": (4.0, 9.0),
+    # Noise level x0.5..x2 around the tracer's liver CoV (short/long frames, counts, reconstruction): assumption.
+    "noise_scale": (0.5, 2.0),
+    "noise_grain_voxels": (0.5, 1.5),  # noise texture (filtering, iterations): assumption
+    # PET voxels: 3-5 mm in plane (2 mm only in the robustness check, for simulation time), 2-5 mm slices.
+    "voxel_in_plane_mm": (3.0, 5.0),
+    "voxel_slice_mm": (2.0, 5.0),
+    # Kidney cortex/medulla: PSMA ligands bind in the proximal tubules of the cortex; medulla/cortex contrast on
+    # PSMA PET is visible but varies with resolution and timing: assumption.
+    "kidney_medulla_ratio": (0.35, 1.0),
+    "gland_lobular_log_sd": (0.0, 0.3),  # lobular salivary/lacrimal glands: assumption
+    # Organs drawn on CT: one voxel loose / exact / one voxel tight (inter-observer variation): assumption.
+    "organ_contour_voxels_p": (0.2, 0.6, 0.2),
+    # Lesions: half drawn exactly (e.g. on CT/fused), half thresholded on PET at 40-50 % of SUVmax (common
+    # fixed-threshold practice, e.g. 41 % in EANM tumour imaging guideline, Boellaard 2015).
+    "lesion_threshold_p": 0.5,
+    "lesion_threshold": (0.40, 0.50),
+    "ct_contrast_p": 0.3,  # share of contrast-enhanced CTs: assumption
+}

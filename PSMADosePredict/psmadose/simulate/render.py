@@ -7,7 +7,7 @@ rasterised on voxel centres inside its bounding box only, so a patient renders i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import SimpleITK as sitk
@@ -45,6 +45,47 @@ class Grid:
         image.SetSpacing(self.spacing)
         image.SetOrigin(self.origin)
         return image
+
+
+@dataclass(frozen=True)
+class Imaging:
+    """How one site forms and contours its images: every factor that differs between sites and must not change
+    a predicted dose. Defaults reproduce the unrandomised simulator; ``draw_imaging`` samples the ranges of
+    ``parameters.IMAGING_RANGES``."""
+
+    fwhm_mm: float | None = None  # PET resolution; None: the tracer's value in the parameter table
+    noise_scale: float = 1.0  # multiplies the noise level of the tracer
+    noise_grain_voxels: float = 0.8  # spatial correlation of the noise (Gaussian sigma in voxels)
+    kidney_medulla_ratio: float = 1.0  # medulla/cortex uptake ratio (1: uniform kidney)
+    gland_lobular_log_sd: float = 0.0  # lobular heterogeneity of the salivary and lacrimal glands
+    organ_contour_voxels: int = 0  # organ contours drawn on CT: +1 one voxel loose, -1 one voxel tight
+    lesion_threshold: float | None = None  # lesion contours from PET: fraction of the lesion's SUVmax
+    ct_contrast: bool = False  # contrast-enhanced CT (kidneys, liver, vessels brighter)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def draw_imaging(rng: np.random.Generator) -> tuple[Imaging, tuple[float, float, float]]:
+    """A random site: image formation, contouring habits and PET voxel size (x, y, z in mm)."""
+    from .parameters import IMAGING_RANGES as R
+
+    def uniform(key: str, digits: int = 2) -> float:
+        return round(float(rng.uniform(*R[key])), digits)
+
+    in_plane = uniform("voxel_in_plane_mm")
+    spacing = (in_plane, in_plane, uniform("voxel_slice_mm"))
+    imaging = Imaging(
+        fwhm_mm=uniform("fwhm_mm"),
+        noise_scale=round(float(math.exp(rng.uniform(*np.log(R["noise_scale"])))), 3),
+        noise_grain_voxels=uniform("noise_grain_voxels"),
+        kidney_medulla_ratio=uniform("kidney_medulla_ratio"),
+        gland_lobular_log_sd=uniform("gland_lobular_log_sd", 3),
+        organ_contour_voxels=int(rng.choice([-1, 0, 1], p=R["organ_contour_voxels_p"])),
+        lesion_threshold=uniform("lesion_threshold", 3) if rng.random() < R["lesion_threshold_p"] else None,
+        ct_contrast=bool(rng.random() < R["ct_contrast_p"]),
+    )
+    return imaging, spacing
 
 
 def _box(grid: Grid, lo: np.ndarray, hi: np.ndarray) -> tuple[slice, ...] | None:
@@ -131,13 +172,32 @@ def _smooth_field(rng: np.random.Generator, shape, sigma_voxels: float) -> np.nd
     return field / sd if sd > 0 else field
 
 
-def lesion_texture(patient: VirtualPatient, grid: Grid, index: np.ndarray, rng: np.random.Generator
-                   ) -> np.ndarray:
-    """Multiplicative uptake pattern (mean 1 inside each lesion): heterogeneity and necrotic cores."""
+GLANDS = ("parotid", "submandibular", "lacrimal")
+MEDULLA_SCALE = 0.65  # the medulla: the inner part of the kidney ellipsoid at this fraction of its semi-axes
+
+
+def _kidney_pattern(grid: Grid, s, box, medulla_ratio: float) -> np.ndarray:
+    """Cortex 1, medulla ``medulla_ratio`` (before normalising to mean 1)."""
+    inner = ellipsoid(grid, s.centre_mm, tuple(MEDULLA_SCALE * a for a in s.semi_axes_mm), s.rotation)
+    pattern = np.ones(tuple(b.stop - b.start for b in box), dtype=np.float32)
+    if inner is not None:
+        inner_box, inner_inside = inner
+        offset = tuple(slice(ib.start - b.start, ib.stop - b.start) for ib, b in zip(inner_box, box))
+        pattern[offset][inner_inside] = medulla_ratio
+    return pattern
+
+
+def lesion_texture(patient: VirtualPatient, grid: Grid, index: np.ndarray, rng: np.random.Generator,
+                   imaging: Imaging | None = None) -> np.ndarray:
+    """Multiplicative uptake pattern (mean 1 inside each structure): lesion heterogeneity and necrotic cores,
+    kidney cortex/medulla and lobular glands (``imaging``). The mean stays 1, so doses do not change."""
+    imaging = imaging or Imaging()
     texture = np.ones(grid.shape, dtype=np.float32)
     log_sd = P["lesion_texture_log_sd"].value
     for n, s in enumerate(patient.structures, start=1):
-        if s.kind != "tumour":
+        organ_pattern = (s.kind == "kidney" and imaging.kidney_medulla_ratio != 1.0) or \
+            (s.kind in GLANDS and imaging.gland_lobular_log_sd > 0)
+        if s.kind != "tumour" and not organ_pattern:
             continue
         shape = ellipsoid(grid, s.centre_mm, s.semi_axes_mm, s.rotation)
         if shape is None:
@@ -146,8 +206,13 @@ def lesion_texture(patient: VirtualPatient, grid: Grid, index: np.ndarray, rng: 
         mask = index[box] == n
         if not mask.any():
             continue
-        pattern = np.exp(log_sd * _smooth_field(rng, mask.shape, 1.5))
-        if s.volume_ml > P["lesion_necrosis_volume_ml"].value:
+        if s.kind == "kidney":
+            pattern = _kidney_pattern(grid, s, box, imaging.kidney_medulla_ratio)
+        elif s.kind in GLANDS:
+            pattern = np.exp(imaging.gland_lobular_log_sd * _smooth_field(rng, mask.shape, 1.0))
+        else:
+            pattern = np.exp(log_sd * _smooth_field(rng, mask.shape, 1.5))
+        if s.kind == "tumour" and s.volume_ml > P["lesion_necrosis_volume_ml"].value:
             core = ellipsoid(grid, s.centre_mm, tuple(0.45 * a for a in s.semi_axes_mm), s.rotation)
             if core is not None:
                 core_box, core_inside = core
@@ -176,14 +241,21 @@ def true_activity_suv(patient: VirtualPatient, labels: np.ndarray, index: np.nda
     return activity * texture
 
 
-def pet_image(activity: np.ndarray, grid: Grid, tracer: str, rng: np.random.Generator) -> np.ndarray:
+def tracer_fwhm_mm(tracer: str) -> float:
+    return P["fwhm_mm_68ga"].value if tracer.startswith("68Ga") else P["fwhm_mm_18f"].value
+
+
+def pet_image(activity: np.ndarray, grid: Grid, tracer: str, rng: np.random.Generator,
+              imaging: Imaging | None = None) -> np.ndarray:
     """Reconstructed PET in SUV: Gaussian PSF then signal-dependent, spatially correlated noise."""
-    fwhm = P["fwhm_mm_68ga"].value if tracer.startswith("68Ga") else P["fwhm_mm_18f"].value
+    imaging = imaging or Imaging()
+    fwhm = imaging.fwhm_mm if imaging.fwhm_mm is not None else tracer_fwhm_mm(tracer)
     cov = P["noise_cov_liver_68ga"].value if tracer.startswith("68Ga") else P["noise_cov_liver_18f"].value
+    cov *= imaging.noise_scale
     sigma = [fwhm / 2.355 / s for s in grid.spacing[::-1]]
-    blurred = ndimage.gaussian_filter(activity, sigma)
+    blurred = ndimage.gaussian_filter(activity, sigma) if fwhm > 0 else activity.copy()
     # sd = cov * sqrt(SUV * SUV_liver): a CoV of `cov` at liver level (5 SUV), Poisson-like elsewhere.
-    noise = _smooth_field(rng, activity.shape, 0.8)
+    noise = _smooth_field(rng, activity.shape, imaging.noise_grain_voxels)
     pet = blurred + cov * np.sqrt(np.maximum(blurred, 0) * P["suv_liver"].value) * noise
     return np.maximum(pet, 0).astype(np.float32)
 
@@ -194,7 +266,13 @@ HU_BY_KIND = {"kidney": "hu_kidney", "liver": "hu_liver", "spleen": "hu_soft_tis
               "parotid": "hu_gland", "submandibular": "hu_soft_tissue", "lacrimal": "hu_soft_tissue"}
 
 
-def ct_image(patient: VirtualPatient, grid: Grid, rng: np.random.Generator) -> np.ndarray:
+CONTRAST_HU = {"kidney": 150.0, "liver": 60.0, "spleen": 70.0}  # assumption: portal-venous phase enhancement
+BLOOD_CONTRAST_HU = 120.0
+
+
+def ct_image(patient: VirtualPatient, grid: Grid, rng: np.random.Generator, imaging: Imaging | None = None
+             ) -> np.ndarray:
+    contrast = (imaging or Imaging()).ct_contrast
     labels, maps = tissue_map(patient, grid)
     index = maps["index"]
     hu = np.zeros(grid.shape, dtype=np.float32)
@@ -205,19 +283,59 @@ def ct_image(patient: VirtualPatient, grid: Grid, rng: np.random.Generator) -> n
         if s.kind == "tumour":
             hu[where] = 650.0 if s.site in ("spine", "pelvis_left", "pelvis_right", "sternum") else 45.0
         else:
-            hu[where] = P[HU_BY_KIND.get(s.kind, "hu_soft_tissue")].value
+            hu[where] = P[HU_BY_KIND.get(s.kind, "hu_soft_tissue")].value + (
+                CONTRAST_HU.get(s.kind, 0.0) if contrast else 0.0)
+    if contrast:
+        hu[labels == BLOOD] += BLOOD_CONTRAST_HU
     hu = ndimage.gaussian_filter(hu, 0.6) + rng.normal(0, 12.0, grid.shape).astype(np.float32)
     hu[labels == AIR] = P["hu_air"].value
     return np.clip(np.round(hu), -1024, 3071).astype(np.int16)
 
 
-def segment_masks(patient: VirtualPatient, index: np.ndarray) -> dict[str, np.ndarray]:
+# One voxel off the surface is a drawing habit for a kidney or a parotid; for a 0.7 mL lacrimal gland (two voxels
+# thick) it is a different structure, so only organs at least this large get a loose or tight contour.
+CONTOUR_OFFSET_MIN_ML = 5.0
+
+
+def _drawn_organ(mask: np.ndarray, offset_voxels: int) -> np.ndarray:
+    """An organ contour drawn on CT one voxel loose (+1) or tight (-1); a tight one keeps at least its core."""
+    if offset_voxels > 0:
+        return ndimage.binary_dilation(mask, iterations=offset_voxels)
+    if offset_voxels < 0:
+        eroded = ndimage.binary_erosion(mask, iterations=-offset_voxels)
+        return eroded if eroded.any() else mask
+    return mask
+
+
+def _thresholded_lesion(mask: np.ndarray, pet: np.ndarray, threshold: float) -> np.ndarray:
+    """A lesion contoured on PET: the connected region >= threshold x SUVmax around the lesion's hottest voxel,
+    searched within the lesion grown by two voxels (as a physicist's bounding box would be)."""
+    region = ndimage.binary_dilation(mask, iterations=2)
+    values = np.where(region, pet, -np.inf)
+    peak = np.unravel_index(int(np.argmax(values)), pet.shape)
+    above = region & (pet >= threshold * pet[peak])
+    labels, _ = ndimage.label(above)
+    drawn = labels == labels[peak]
+    return drawn if drawn.any() else mask
+
+
+def segment_masks(patient: VirtualPatient, index: np.ndarray, pet: np.ndarray | None = None,
+                  imaging: Imaging | None = None) -> dict[str, np.ndarray]:
+    """Segments as a site would draw them: exact by default; loose/tight organs, PET-thresholded lesions with
+    ``imaging`` (only inside the bounding box of each structure, for speed)."""
+    imaging = imaging or Imaging()
     masks = {}
     for n, s in enumerate(patient.structures, start=1):
-        if s.segmented:
-            mask = index == n
-            if mask.any():
-                masks[s.name] = mask
+        if not s.segmented:
+            continue
+        mask = index == n
+        if not mask.any():
+            continue
+        if s.kind == "tumour" and imaging.lesion_threshold is not None and pet is not None:
+            mask = _thresholded_lesion(mask, pet, imaging.lesion_threshold)
+        elif s.kind != "tumour" and imaging.organ_contour_voxels and s.volume_ml >= CONTOUR_OFFSET_MIN_ML:
+            mask = _drawn_organ(mask, imaging.organ_contour_voxels)
+        masks[s.name] = mask
     return masks
 
 
@@ -263,17 +381,18 @@ class RenderedPatient:
 
 
 def render(patient: VirtualPatient, *, pet_grid: Grid, ct_grid: Grid | None = None,
-           spect_times_h: list[float] | None = None) -> RenderedPatient:
+           spect_times_h: list[float] | None = None, imaging: Imaging | None = None) -> RenderedPatient:
     rng = np.random.default_rng([patient.seed, 7])
     labels, maps = tissue_map(patient, pet_grid)
     index = maps["index"]
-    texture = lesion_texture(patient, pet_grid, index, rng)
+    texture = lesion_texture(patient, pet_grid, index, rng, imaging)
     activity = true_activity_suv(patient, labels, index, texture)
-    pet = pet_grid.image(pet_image(activity, pet_grid, patient.clinical["pet_tracer"], rng))
+    pet_array = pet_image(activity, pet_grid, patient.clinical["pet_tracer"], rng, imaging)
+    pet = pet_grid.image(pet_array)
     ct_grid = ct_grid or pet_grid
-    ct = ct_grid.image(ct_image(patient, ct_grid, rng))
+    ct = ct_grid.image(ct_image(patient, ct_grid, rng, imaging))
     spect = {}
     if spect_times_h:
         arrays = spect_images(patient, pet_grid, labels, index, texture, spect_times_h, rng)
         spect = {t: pet_grid.image(a) for t, a in arrays.items()}
-    return RenderedPatient(pet=pet, ct=ct, masks=segment_masks(patient, index), spect=spect)
+    return RenderedPatient(pet=pet, ct=ct, masks=segment_masks(patient, index, pet_array, imaging), spect=spect)
