@@ -1,15 +1,18 @@
-"""Build the bundled model deterministically: simulate the virtual training and validation cohorts, train,
-evaluate on the held-out cohort, install into psmadose/models/ and pin its sha256 in psmadose/modelfile.py.
+"""Build the bundled model deterministically: simulate the virtual training and validation cohorts (randomised
+sites), train, evaluate on the held-out cohort, measure robustness (``psmadose robustness``), install into
+psmadose/models/ and pin its sha256 in psmadose/modelfile.py.
 
-    python tools/build_bundled_model.py [--workers 2] [--keep DIR]
+    python tools/build_bundled_model.py [--workers 2] [--keep DIR] [--no-install]
 
-Same code + same library versions -> the same model.skops bytes (tests check this).
+Same code, library versions and CPU features -> the same model.skops bytes; elsewhere the same selected models,
+metrics and predictions to floating-point precision (Testing/model/test_bundled_reproducible.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import re
 import shutil
 import tempfile
@@ -17,6 +20,7 @@ from pathlib import Path
 
 from psmadose.evaluation import evaluate_command
 from psmadose.modelfile import BUNDLED_MODEL_NAME, CARD_FILE
+from psmadose.robustness import run_robustness
 from psmadose.simulate.cohort import PRESETS, simulate_cohort
 from psmadose.training import train_command
 
@@ -24,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "PSMADosePredict" / "psmadose" / "models"
 MODELFILE = ROOT / "PSMADosePredict" / "psmadose" / "modelfile.py"
 COMMAND = "python tools/build_bundled_model.py"
+ROBUSTNESS_PATIENTS = 20
 
 
 def build(workdir: Path, workers: int) -> dict:
@@ -49,8 +54,20 @@ def build(workdir: Path, workers: int) -> dict:
                        f"{PRESETS['validation'].n_patients} patients never used in training)",
         "metrics": metrics,
     }
+    robustness = run_robustness(model_path=model_dir, trust_model=True, n_patients=ROBUSTNESS_PATIENTS,
+                                workers=workers)
+    card["robustness"] = {k: v for k, v in robustness.items() if k != "phantoms"}
+    card["robustness"]["phantoms"] = {key: block["organs"] for key, block in robustness["phantoms"].items()}
+    card["build_platform"] = build_platform()
     (model_dir / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return card
+
+
+def build_platform() -> dict:
+    """What floating-point results can depend on besides library versions: CPU architecture and SIMD features."""
+    from numpy._core._multiarray_umath import __cpu_features__
+
+    return {"machine": platform.machine(), "cpu_features": sorted(k for k, v in __cpu_features__.items() if v)}
 
 
 def install(model_dir: Path, sha256: str) -> None:

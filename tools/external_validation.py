@@ -26,24 +26,23 @@ import numpy as np
 import pandas as pd
 from psmadose.evaluation import evaluation_metrics
 from psmadose.features.table import features_for_cases, list_cases
-from psmadose.model import LOG_FEATURES, SEGMENT_FEATURES
+from psmadose.model import LOG_FEATURES, UPTAKE_FEATURE
 from psmadose.simulate.cohort import PRESETS, simulate_cohort
 from psmadose.training import train_models
 
 CENTRES = {
     # Seeds distinct from the bundled model's training (1) and validation (9001) presets.
-    "centre-a-train": dict(tracer="18F-DCFPyL", pet_spacing_mm=(4.0, 4.0, 4.0), seed=7101),
-    "centre-a-test": dict(tracer="18F-DCFPyL", pet_spacing_mm=(4.0, 4.0, 4.0), seed=7202),
-    "centre-b-test": dict(tracer="68Ga-PSMA-11", pet_spacing_mm=(5.0, 5.0, 5.0), seed=7303),
+    # One fixed protocol per centre (no per-patient site randomisation).
+    "centre-a-train": dict(tracer="18F-DCFPyL", pet_spacing_mm=(4.0, 4.0, 4.0), seed=7101, randomise_imaging=False),
+    "centre-a-test": dict(tracer="18F-DCFPyL", pet_spacing_mm=(4.0, 4.0, 4.0), seed=7202, randomise_imaging=False),
+    "centre-b-test": dict(tracer="68Ga-PSMA-11", pet_spacing_mm=(5.0, 5.0, 5.0), seed=7303, randomise_imaging=False),
 }
 KEYS = ("n", "n_patients", "mape", "mape_ci95", "baseline_mape", "r2", "coverage_80", "coverage_90",
         "out_of_domain_fraction", "multivariate_out_of_domain_fraction")
 GROUPS = ("tumour", "kidney", "salivary")
-# Image-derived features a scanner/tracer changes; per-patient image features are sums/means of these.
-HARMONISED = SEGMENT_FEATURES + ("tumour_suv_mean_patient", "kidney_suv_mean_patient",
-                                                  "parotid_suv_mean_patient", "submandibular_suv_mean_patient",
-                                                  "liver_suv_mean_patient", "spleen_suv_mean_patient",
-                                                  "total_lesion_uptake_suv_ml")
+# The image-derived feature the model uses (the tissue uptake of psmadose.features.concentration); a tracer
+# change moves it (68Ga-PSMA-11 shows higher kidney and salivary SUVs).
+HARMONISED = (UPTAKE_FEATURE,)
 
 
 def register_presets() -> None:

@@ -35,6 +35,8 @@ MULTIVARIATE_REASON = "unusual combination of features"  # how a multivariate fl
 FEATURE_HINTS = {
     "suv_tissue": "implausible uptake for a {structure_type}: check that the PET is in SUVbw (not Bq/mL or kBq/mL), "
                   "the patient weight, and that the segment outlines the organ",
+    "suv_tissue_to_max": "the {structure_type} segment is much smaller than the uptake around it (or drawn beside "
+                         "it): its uptake cannot be measured at this PET resolution; draw the whole structure",
 }
 
 
@@ -168,3 +170,57 @@ def domain_reasons(domain: dict, rows: pd.DataFrame, log_features) -> list[list[
             if reason:
                 reasons[i].append(reason)
     return reasons
+
+
+# A PET in the wrong units (kBq/mL, Bq/mL) or an SUV from a wrong weight scales *every* organ alike. One organ
+# far from typical is biology; all of them together by the same factor is a unit or calibration problem.
+SCALE_ORGANS = ("kidney", "parotid", "submandibular", "liver", "spleen")
+SCALE_QUANTILES = (0.0025, 0.9975)  # per-case scale factors of training patients outside these are flagged
+UPTAKE_FEATURE = "suv_tissue"
+
+
+def _tracer_of(rows: pd.DataFrame) -> np.ndarray:
+    tracer = np.full(len(rows), "", dtype=object)
+    for column in (c for c in rows.columns if c.startswith("tracer_")):
+        tracer[rows[column].to_numpy(dtype=float) == 1.0] = column[len("tracer_"):]
+    return tracer
+
+
+def _log_scale_per_case(reference: dict, rows: pd.DataFrame) -> pd.Series:
+    """Mean over a case's organ segments of ln(uptake / training median of its type and tracer)."""
+    keys = [f"{t}|{tr}" for t, tr in zip(rows["structure_type"], _tracer_of(rows))]
+    values = rows[UPTAKE_FEATURE].to_numpy(dtype=float)
+    logs = [math.log(v) - reference[k] if k in reference and v > 0 else math.nan for k, v in zip(keys, values)]
+    frame = pd.DataFrame({"case_id": rows["case_id"].to_numpy(), "log": logs}).dropna()
+    counts = frame.groupby("case_id")["log"].count()
+    return frame.groupby("case_id")["log"].mean()[counts >= 2]
+
+
+def uptake_scale_reference(table: pd.DataFrame) -> dict:
+    """Training medians of ln uptake per organ type and tracer, and the range of per-case scale factors."""
+    organs = table[table["structure_type"].isin(SCALE_ORGANS) & (table[UPTAKE_FEATURE] > 0)]
+    keys = [f"{t}|{tr}" for t, tr in zip(organs["structure_type"], _tracer_of(organs))]
+    medians = pd.Series(np.log(organs[UPTAKE_FEATURE].to_numpy(dtype=float))).groupby(keys).median()
+    reference = {str(k): float(v) for k, v in medians.items()}
+    scales = _log_scale_per_case(reference, organs)
+    if len(scales) < 20:
+        return {}
+    low, high = np.quantile(scales.to_numpy(), SCALE_QUANTILES)
+    return {"medians": reference, "log_limits": [float(low), float(high)], "n_cases": int(len(scales))}
+
+
+def uptake_scale_reason(reference: dict, rows: pd.DataFrame) -> str:
+    """'' or a reason when the organ uptakes of one case are all scaled beyond what training patients showed."""
+    if not reference or UPTAKE_FEATURE not in rows.columns:
+        return ""
+    scales = _log_scale_per_case(reference["medians"], rows[rows["structure_type"].isin(SCALE_ORGANS)])
+    if scales.empty:
+        return ""
+    log_scale = float(scales.iloc[0])
+    low, high = reference["log_limits"]
+    if low <= log_scale <= high:
+        return ""
+    n = int(rows["structure_type"].isin(SCALE_ORGANS).sum())
+    return (f"every organ's PET uptake is {math.exp(log_scale):.2g} x the training median for its tracer ({n} organ "
+            f"segments; training patients {math.exp(low):.2g}-{math.exp(high):.2g} x): the PET may not be in SUVbw "
+            "(kBq/mL or Bq/mL?), or the weight or injected activity behind the SUV may be wrong")

@@ -44,7 +44,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
 from .clinical import TRACERS
-from .domain import domain_reasons, log_positive
+from .domain import domain_reasons, log_positive, uptake_scale_reason
 from .domain import training_domain as _training_domain
 from .errors import InputError
 from .intervals import LEVELS as INTERVAL_LEVELS
@@ -65,7 +65,7 @@ CLINICAL_FEATURES = ("age_years", "weight_kg", "height_cm", "bsa_m2", "bmi_kg_m2
                      "pet_uptake_time_min", "tracer_18F-DCFPyL", "tracer_18F-PSMA-1007", "tracer_68Ga-PSMA-11")
 CORRECTION_FEATURES = PATIENT_FEATURES + CLINICAL_FEATURES
 # Strictly positive, right-skewed features: the learners and the domain check see their logarithm.
-LOG_FEATURES = ("suv_tissue", "n_lesions", "total_tumour_volume_ml", "weight_kg", "alp_u_l", "ldh_u_l",
+LOG_FEATURES = ("suv_tissue", "suv_tissue_to_max", "n_lesions", "total_tumour_volume_ml", "weight_kg", "alp_u_l", "ldh_u_l",
                 "egfr_ml_min_1_73m2")
 
 
@@ -337,12 +337,13 @@ class DoseModelSet:
     (``psmadose.domain``)."""
 
     def __init__(self, models: dict, intervals: dict, domain: dict, feature_families: list,
-                 population_means: dict | None = None):
+                 population_means: dict | None = None, uptake_reference: dict | None = None):
         self.models = models  # group -> DoseModel
         self.population_means = population_means or {}  # structure type -> training mean Gy/GBq (baseline)
         self.intervals = intervals  # group -> intervals.calibrate(...) result
         self.domain = domain  # group -> domain.training_domain(...) result
         self.feature_families = feature_families
+        self.uptake_reference = uptake_reference or {}  # domain.uptake_scale_reference: organ uptake per tracer
 
     def predict(self, table: pd.DataFrame) -> pd.DataFrame:
         """Predictions for every predictable row of a feature table, with intervals and domain flags."""
@@ -370,13 +371,23 @@ class DoseModelSet:
             out.append(result)
         if not out:
             return pd.DataFrame()
-        return pd.concat(out, ignore_index=True)
+        result = pd.concat(out, ignore_index=True)
+        # A case whose organs are all scaled alike (units, weight): every prediction of that case is flagged.
+        for case_id, rows in table.groupby("case_id", sort=False):
+            reason = uptake_scale_reason(getattr(self, "uptake_reference", {}), rows)
+            if reason:
+                selected = (result["case_id"] == case_id).to_numpy()
+                result.loc[selected, "in_domain"] = False
+                result.loc[selected, "domain_warnings"] = [
+                    "; ".join(x for x in (w, reason) if x) for w in result.loc[selected, "domain_warnings"]]
+        return result
 
 
 def domain_features(group: str) -> list[str]:
     """Features the applicability domain checks: the structure's tissue uptake and the correction features
     (without tracer/structure indicators)."""
-    return [UPTAKE_FEATURE] + [f for f in group_features(group) if not f.startswith(("is_", "tracer_"))]
+    return [UPTAKE_FEATURE, "suv_tissue_to_max"] + [f for f in group_features(group)
+                                                    if not f.startswith(("is_", "tracer_"))]
 
 
 def training_domain(table: pd.DataFrame, group: str) -> dict:

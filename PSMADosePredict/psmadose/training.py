@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold
 
+from .domain import uptake_scale_reference
 from .errors import CancelledError, InputError
 from .intervals import calibrate, interval_bounds, level_key, row_strata
 from .metrics import coverage, dose_metrics
@@ -130,7 +131,7 @@ def train_models(table: pd.DataFrame, *, n_splits: int = 5, candidates=CANDIDATE
     if any(m.feature_set == "radiomics" for m in models.values()):
         families.append("radiomics")
     model_set = DoseModelSet(models, intervals, domain, feature_families=families,
-                             population_means=population_means)
+                             population_means=population_means, uptake_reference=uptake_scale_reference(table))
     card = {
         "intended_use": INTENDED_USE,
         "feature_families": model_set.feature_families,

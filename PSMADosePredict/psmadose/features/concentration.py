@@ -4,8 +4,9 @@ The mean SUV inside a drawn contour depends on things that say nothing about the
 resolution (spill-out across the edge), noise, voxel size, texture, and how tightly the contour was drawn
 (one 4 mm voxel on the surface of a 150 mL kidney is ~40 % of its volume). The dose baseline
 (``psmadose.physics``) needs the concentration of the tissue itself. Blurring conserves activity, so the
-concentration is always *activity / volume*, with the activity summed over a region grown by ``1.25 FWHM``
-beyond the structure (which holds what blurred out of it) minus the local background. What differs is the volume:
+concentration is always *activity / volume*, with the activity summed over a region grown by one FWHM
+beyond the structure (which holds what blurred out of it) above the local background, plus the background the
+tissue displaces within its own volume. What differs is the volume:
 
 - **extent** (resolved structures: kidneys, parotids, most submandibular glands, large lesions): the tissue's own
   extent from the image, the voxels within 1.5 voxels of the drawn contour that reach half-way between the local
@@ -42,7 +43,10 @@ from ..images import mask_bounds
 DEFAULT_RESOLUTION_MM = {"18F-DCFPyL": 6.5, "18F-PSMA-1007": 6.5, "68Ga-PSMA-11": 7.5}
 FALLBACK_RESOLUTION_MM = 7.0
 
-GROW_FWHM = 1.25  # the grown region reaches this many FWHM beyond the surface
+# The grown region reaches this many FWHM beyond the surface: ~99 % of what blurs across a surface (2.35 sigma),
+# while a larger region adds background error (measured on virtual lesions: 1.25 FWHM + 1 voxel doubled the
+# spread of small-lesion uptake for a 2 % gain in recovered activity).
+GROW_FWHM = 1.0
 SHELL_FWHM = 0.75  # background shell thickness beyond the grown region (at least two voxels)
 EXTENT_LEVEL = 0.5  # iso-level (between background and the segment's upper quartile) that marks the surface
 RESOLVED_DEPTH_FWHM = 1.25
@@ -121,6 +125,7 @@ def tissue_concentration(pet: np.ndarray, mask: np.ndarray, spacing_kji: tuple[f
     region, method = (extent, "extent") if resolved else (m, "activity")
     region_outside = ndimage.distance_transform_edt(~region, sampling=spacing)
     grown = (region | (region_outside <= grow_mm)) & ~other
-    activity = float((image[grown] - background).sum()) * voxel_ml
     volume_ml = float(region.sum()) * voxel_ml
+    # Activity above background, plus the background the tissue displaces within its own volume.
+    activity = float((image[grown] - background).sum()) * voxel_ml + background * volume_ml
     return Concentration(activity / volume_ml, method, background, volume_ml)

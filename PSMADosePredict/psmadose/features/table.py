@@ -43,6 +43,9 @@ def extract_features(case: Case, radiomics_params: Path | str | None = None,
         row.update(segment_uptake(case.pet_array, segment.mask, spacing_kji, ct))
         tissue = tissue_concentration(case.pet_array, segment.mask, spacing_kji, fwhm_mm, union)
         row.update({"suv_tissue": tissue.suv, "uptake_method": tissue.method,
+                    # A segment far smaller than what the PET resolves gives a tissue uptake many times its SUVmax:
+                    # the domain check compares this ratio with training (not a model input).
+                    "suv_tissue_to_max": tissue.suv / row["suv_max"] if row["suv_max"] > 0 else float("nan"),
                     "tissue_volume_ml": tissue.volume_ml, "background_suv": tissue.background_suv,
                     "pet_resolution_mm": fwhm_mm, "pet_resolution_source": fwhm_source})
         rows.append(row)

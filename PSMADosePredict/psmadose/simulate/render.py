@@ -13,6 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from ..images import mask_bounds
 from .parameters import LU_BACKGROUND, P
 from .patient import TISSUE_DENSITY_G_PER_ML, VirtualPatient
 
@@ -270,11 +271,14 @@ CONTRAST_HU = {"kidney": 150.0, "liver": 60.0, "spleen": 70.0}  # assumption: po
 BLOOD_CONTRAST_HU = 120.0
 
 
-def ct_image(patient: VirtualPatient, grid: Grid, rng: np.random.Generator, imaging: Imaging | None = None
-             ) -> np.ndarray:
+def ct_image(patient: VirtualPatient, grid: Grid, rng: np.random.Generator, imaging: Imaging | None = None,
+             tissue: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """CT in HU; ``tissue`` = (labels, index) of this grid when already computed."""
     contrast = (imaging or Imaging()).ct_contrast
-    labels, maps = tissue_map(patient, grid)
-    index = maps["index"]
+    if tissue is None:
+        labels, maps = tissue_map(patient, grid)
+        tissue = (labels, maps["index"])
+    labels, index = tissue
     hu = np.zeros(grid.shape, dtype=np.float32)
     for label, key in HU_BY_LABEL.items():
         hu[labels == label] = P[key].value
@@ -297,26 +301,44 @@ def ct_image(patient: VirtualPatient, grid: Grid, rng: np.random.Generator, imag
 CONTOUR_OFFSET_MIN_ML = 5.0
 
 
+def _padded_box(mask: np.ndarray, pad: int) -> tuple[slice, ...]:
+    bounds = mask_bounds(mask)
+    return tuple(slice(max(lo - pad, 0), min(hi + pad + 1, n)) for (lo, hi), n in zip(bounds, mask.shape))
+
+
 def _drawn_organ(mask: np.ndarray, offset_voxels: int) -> np.ndarray:
     """An organ contour drawn on CT one voxel loose (+1) or tight (-1); a tight one keeps at least its core."""
+    if offset_voxels == 0:
+        return mask
+    box = _padded_box(mask, abs(offset_voxels) + 1)
+    local = mask[box]
     if offset_voxels > 0:
-        return ndimage.binary_dilation(mask, iterations=offset_voxels)
-    if offset_voxels < 0:
-        eroded = ndimage.binary_erosion(mask, iterations=-offset_voxels)
-        return eroded if eroded.any() else mask
-    return mask
+        drawn = ndimage.binary_dilation(local, iterations=offset_voxels)
+    else:
+        drawn = ndimage.binary_erosion(local, iterations=-offset_voxels)
+        if not drawn.any():
+            return mask
+    out = np.zeros_like(mask)
+    out[box] = drawn
+    return out
 
 
 def _thresholded_lesion(mask: np.ndarray, pet: np.ndarray, threshold: float) -> np.ndarray:
-    """A lesion contoured on PET: the connected region >= threshold x SUVmax around the lesion's hottest voxel,
-    searched within the lesion grown by two voxels (as a physicist's bounding box would be)."""
-    region = ndimage.binary_dilation(mask, iterations=2)
-    values = np.where(region, pet, -np.inf)
-    peak = np.unravel_index(int(np.argmax(values)), pet.shape)
-    above = region & (pet >= threshold * pet[peak])
+    """A lesion contoured on PET: the connected region >= threshold x SUVmax around the lesion's hottest voxel
+    (clicked inside the lesion), within the lesion grown by two voxels (as a physicist's bounding box would be)."""
+    box = _padded_box(mask, 3)
+    region = ndimage.binary_dilation(mask[box], iterations=2)
+    local_pet = pet[box]
+    values = np.where(mask[box], local_pet, -np.inf)
+    peak = np.unravel_index(int(np.argmax(values)), local_pet.shape)
+    above = region & (local_pet >= threshold * local_pet[peak])
     labels, _ = ndimage.label(above)
     drawn = labels == labels[peak]
-    return drawn if drawn.any() else mask
+    if not drawn.any():
+        return mask
+    out = np.zeros_like(mask)
+    out[box] = drawn
+    return out
 
 
 def segment_masks(patient: VirtualPatient, index: np.ndarray, pet: np.ndarray | None = None,
@@ -389,8 +411,9 @@ def render(patient: VirtualPatient, *, pet_grid: Grid, ct_grid: Grid | None = No
     activity = true_activity_suv(patient, labels, index, texture)
     pet_array = pet_image(activity, pet_grid, patient.clinical["pet_tracer"], rng, imaging)
     pet = pet_grid.image(pet_array)
+    same_grid = ct_grid is None or ct_grid == pet_grid
     ct_grid = ct_grid or pet_grid
-    ct = ct_grid.image(ct_image(patient, ct_grid, rng, imaging))
+    ct = ct_grid.image(ct_image(patient, ct_grid, rng, imaging, (labels, index) if same_grid else None))
     spect = {}
     if spect_times_h:
         arrays = spect_images(patient, pet_grid, labels, index, texture, spect_times_h, rng)
