@@ -175,7 +175,7 @@ def domain_reasons(domain: dict, rows: pd.DataFrame, log_features) -> list[list[
 # A PET in the wrong units (kBq/mL, Bq/mL) or an SUV from a wrong weight scales *every* organ alike. One organ
 # far from typical is biology; all of them together by the same factor is a unit or calibration problem.
 SCALE_ORGANS = ("kidney", "parotid", "submandibular", "liver", "spleen")
-SCALE_QUANTILES = (0.0025, 0.9975)  # per-case scale factors of training patients outside these are flagged
+SCALE_QUANTILES = (0.001, 0.999)  # per-case scale factors of training patients outside these are flagged
 UPTAKE_FEATURE = "suv_tissue"
 
 

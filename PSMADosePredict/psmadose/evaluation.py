@@ -47,6 +47,9 @@ def evaluation_metrics(predicted: pd.DataFrame, population_means: dict, *, n_res
         baseline = rows["structure_type"].map(population_means).to_numpy(dtype=float)
         entry["baseline_mape"] = float(np.mean(np.abs(baseline - ref) / ref)) if np.isfinite(baseline).all() \
             else math.nan
+        if "physics_gy_per_gbq" in rows and np.isfinite(rows["physics_gy_per_gbq"].to_numpy(dtype=float)).all():
+            physics = rows["physics_gy_per_gbq"].to_numpy(dtype=float)
+            entry["physics_mape"] = float(np.mean(np.abs(physics - ref) / ref))
         for level in ("80", "90"):
             entry[f"coverage_{level}"] = coverage(ref, rows[f"interval_{level}_low_gy_per_gbq"].to_numpy(),
                                                   rows[f"interval_{level}_high_gy_per_gbq"].to_numpy())
@@ -202,7 +205,8 @@ def _report_html(model_id: str, document: dict, metrics: dict) -> str:
     metric_rows = []
     for key, m in metrics.items():
         cells = [html.escape(key), str(m["n"]), str(m.get("n_patients", "")), _with_ci(m, "mape", percent=True),
-                 _with_ci(m, "baseline_mape", percent=True), _with_ci(m, "mae_gy_per_gbq", 3), _with_ci(m, "r2", 2),
+                 _with_ci(m, "baseline_mape", percent=True), _with_ci(m, "physics_mape", percent=True),
+                 _with_ci(m, "mae_gy_per_gbq", 3), _with_ci(m, "r2", 2),
                  _with_ci(m, "spearman", 2), f"{m['coverage_80']:.2f}", f"{m['coverage_90']:.2f}",
                  _with_ci(m, "oracle_mape", percent=True), _ood_cell(m)]
         metric_rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
@@ -244,7 +248,8 @@ def _report_html(model_id: str, document: dict, metrics: dict) -> str:
         "The population-mean MAPE is the baseline (training mean Gy/GBq of the structure type); the oracle "
         "floor is the error of the simulator's noise-free prediction, where the cohort records it.</p>"
         "<table border='1' cellspacing='0'><tr><th>structure</th><th>n</th><th>patients</th><th>MAPE</th>"
-        "<th>population-mean MAPE (baseline)</th><th>MAE Gy/GBq</th><th>R²</th><th>Spearman ρ</th>"
+        "<th>population-mean MAPE (baseline)</th><th>physics-baseline MAPE</th><th>MAE Gy/GBq</th><th>R²</th>"
+        "<th>Spearman ρ</th>"
         "<th>coverage 80%</th><th>coverage 90%</th><th>oracle floor MAPE</th>"
         "<th>out of domain (of which multivariate)</th></tr>"
         f"{''.join(metric_rows)}</table>"

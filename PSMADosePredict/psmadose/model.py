@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -65,8 +64,8 @@ CLINICAL_FEATURES = ("age_years", "weight_kg", "height_cm", "bsa_m2", "bmi_kg_m2
                      "pet_uptake_time_min", "tracer_18F-DCFPyL", "tracer_18F-PSMA-1007", "tracer_68Ga-PSMA-11")
 CORRECTION_FEATURES = PATIENT_FEATURES + CLINICAL_FEATURES
 # Strictly positive, right-skewed features: the learners and the domain check see their logarithm.
-LOG_FEATURES = ("suv_tissue", "suv_tissue_to_max", "n_lesions", "total_tumour_volume_ml", "weight_kg", "alp_u_l", "ldh_u_l",
-                "egfr_ml_min_1_73m2")
+LOG_FEATURES = ("suv_tissue", "suv_tissue_to_max", "n_lesions", "total_tumour_volume_ml", "weight_kg", "alp_u_l",
+                "ldh_u_l", "egfr_ml_min_1_73m2")
 
 
 FEATURE_SETS = ("uptake", "radiomics")  # uptake = uptake + patient + clinical; radiomics = those + PET/CT radiomics

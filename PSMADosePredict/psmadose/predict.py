@@ -24,7 +24,8 @@ from .segmentation import SegmentToWrite, write_segmentation
 log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ("segment", "structure_type", "volume_ml", "suv_mean", "suv_max", "suv_tissue", "uptake_method",
-               "predicted_gy_per_gbq", "physics_gy_per_gbq", "population_mean_gy_per_gbq", "predicted_gy", "predicted_gy_cumulative", "interval_80_low_gy_per_gbq", "interval_80_high_gy_per_gbq",
+               "predicted_gy_per_gbq", "physics_gy_per_gbq", "population_mean_gy_per_gbq", "predicted_gy",
+               "predicted_gy_cumulative", "interval_80_low_gy_per_gbq", "interval_80_high_gy_per_gbq",
                "interval_90_low_gy_per_gbq", "interval_90_high_gy_per_gbq", "in_domain", "warnings")
 REFERENCE_ORGAN_COLOR = (0.6, 0.6, 0.6)
 ACTIVITY_RANGE_GBQ = (1.0, 12.0)

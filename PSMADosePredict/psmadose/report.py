@@ -794,6 +794,7 @@ def _model_card_html(model_card: dict) -> str:
             "n (structures)",
             "MAPE",
             "Baseline MAPE (population mean)",
+            "Physics baseline MAPE",
             "MAE (Gy/GBq)",
             "R²",
         ]
@@ -818,6 +819,7 @@ def _model_card_html(model_card: dict) -> str:
                 f"<td class='num'>{_esc(n if n is not None else '–')}</td>",
                 f"<td class='num'>{_percent(m.get('mape'))}</td>",
                 f"<td class='num'>{_percent(m.get('baseline_mape'))}</td>",
+                f"<td class='num'>{_percent(m.get('physics_mape'))}</td>",
                 f"<td class='num'>{_fmt(m.get('mae_gy_per_gbq'))}</td>",
                 f"<td class='num'>{_fmt(m.get('r2'), 2)}</td>",
             ]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
@@ -198,7 +199,9 @@ def run_robustness(*, model_path: Path | None = None, trust_model: bool = False,
         for n, task in enumerate(tasks, start=1):
             collect(patient_rows(task), n)
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # Workers predict with the model (OpenMP in scikit-learn's trees): a forked child of a process that has
+        # already used OpenMP can deadlock in libgomp, so workers are spawned fresh.
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             for n, result in enumerate(pool.map(patient_rows, tasks), start=1):
                 collect(result, n)
     table = pd.DataFrame(rows)

@@ -143,6 +143,16 @@ def train_models(table: pd.DataFrame, *, n_splits: int = 5, candidates=CANDIDATE
                          "patients); MAPE/MAE/R2 on Gy/GBq; baseline_mape = population mean, physics_mape = physics "
                          "baseline alone; oracle_mape = accuracy a perfect model could reach given the simulator's "
                          "unobservable PET-to-therapy discordance"),
+        "description": (
+            "Each predicted dose is a physics baseline times a bounded learned correction. The baseline is MIRD "
+            "self-dose of the tissue's measured PET uptake: D/A = R x SUV_tissue / weight x T_eff / ln2 x 0.0853 "
+            "g Gy/(MBq h) (ICRP-107 Lu-177 electron energy, full local absorption), with population effective "
+            "half-lives (kidney 35.5 h, parotid 42.2 h) and a therapy-to-PET uptake ratio R calibrated per "
+            "structure type and tracer on the training cohort. SUV_tissue is activity (summed over the structure "
+            "grown by one PET FWHM, above local background) over the structure's volume on the PET, so it does not "
+            "follow blur, noise, voxel size or a voxel of contour. The correction uses clinical, tumour-burden and "
+            "acquisition features only, is clipped to the range seen in training, and never sees the structure's "
+            "own image: the dose is proportional to the structure's uptake (elasticity 1)."),
         "model_form": ("ln D = ln R(structure type, tracer) + ln[SUV_tissue / weight x T_eff / ln2 x S_self] + "
                        "clip(learned correction from clinical, burden and acquisition features); see psmadose.model "
                        "and psmadose.physics"),

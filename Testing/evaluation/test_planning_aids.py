@@ -56,6 +56,22 @@ def test_no_kidneys_and_single_kidney():
     assert single["mean_gy_per_gbq"] == pytest.approx(0.5) and "1 kidney" in single["note"]
 
 
+def test_a_flagged_kidney_dose_is_never_planned_with():
+    # Issue 11: a dose outside the model's domain gives no activity suggestion; the aid names segment and reason.
+    rows = [dict(r) for r in ROWS]
+    rows[0].update(in_domain=False, warnings="suv_tissue = 2 outside the training range 8-45")
+    kidneys = planning_summary(rows, 7.4, 4)["kidneys"]
+    assert kidneys["withheld"] and "activity_per_cycle_under_limit_gbq" not in kidneys
+    assert "kidney_left is outside the model's domain (suv_tissue = 2" in kidneys["note"]
+    html = planning_html(planning_summary(rows, 7.4, 4))
+    assert "no kidney planning aid" in html and "GBq at the upper 80 %" not in html
+    # A flagged tumour is not listed as low-dose; it is listed as not assessed.
+    rows[3].update(in_domain=False, warnings="unusual combination of features")
+    tumours = planning_summary(rows, 7.4, 4)["tumours"]
+    assert "lesion_a" not in {t["segment"] for t in tumours["low_dose_tumours"]}
+    assert tumours["withheld"] == [{"segment": "lesion_a", "reasons": "unusual combination of features"}]
+
+
 def test_planning_html_says_decision_support():
     text = planning_html(planning_summary(ROWS, 7.4, 4))
     assert "decision support, not a prescription" in text

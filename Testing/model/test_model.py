@@ -17,7 +17,6 @@ from psmadose.model import (
 from psmadose.physics import unit_dose_gy_per_gbq
 from psmadose.training import out_of_fold, train_models
 
-
 TRUE_LOG_RATIO = math.log(0.4)  # therapy-to-PET uptake ratio of the synthetic cohort
 EGFR_EXPONENT = -0.8  # a known correction: dose x (eGFR / 75) ** -0.8
 

@@ -49,13 +49,13 @@ FALLBACK_RESOLUTION_MM = 7.0
 GROW_FWHM = 1.0
 SHELL_FWHM = 0.75  # background shell thickness beyond the grown region (at least two voxels)
 EXTENT_LEVEL = 0.5  # iso-level (between background and the segment's upper quartile) that marks the surface
-RESOLVED_DEPTH_FWHM = 1.25
+RESOLVED_DEPTH_FWHM = 1.25  # resolved: the extent's inscribed radius is at least this many FWHM
 RESOLVED_MIN_ML = 4.0  # and at least this large: below, the half-level surface of a blurred object shrinks inside
 DRAWN_DEPTH_FWHM = 0.75  # and the drawn contour's, so a leak from a tiny gland into a neighbour does not count
 # The extent is searched up to this many voxels beyond the drawn contour: far enough to recover a contour drawn
 # one voxel tight, close enough not to swallow a concavity (the renal hilum) or a neighbour.
 SEARCH_VOXELS = 1.5
-EXTENT_AGREEMENT = (0.4, 3.5)  # extent/drawn volume accepted (an 8 mL gland drawn 1 voxel tight: ~3)  # the extent's inscribed radius, in FWHM, above which a structure counts as resolved
+EXTENT_AGREEMENT = (0.4, 3.5)  # extent/drawn volume accepted (an 8 mL gland drawn 1 voxel tight: ~3)
 
 
 @dataclass(frozen=True)
