@@ -160,7 +160,9 @@ def test_demo_doses_csv_columns_and_activity(demo_out):
     header, rows = read_csv(demo_out / "prediction" / "doses.csv")
     assert header == list(CSV_COLUMNS)
     assert DESIGN_COLUMNS <= set(header)
-    assert set(header) - DESIGN_COLUMNS == {"predicted_gy_cumulative"}
+    # Beyond DESIGN: cumulative dose, and (issue 11) the tissue uptake, its method and the two baselines.
+    assert set(header) - DESIGN_COLUMNS == {"predicted_gy_cumulative", "suv_tissue", "uptake_method",
+                                            "physics_gy_per_gbq", "population_mean_gy_per_gbq"}
     clinical = json.loads((demo_out / "virtual_patient" / "clinical.json").read_text())
     activity = clinical["planned_activity_gbq"]
     assert activity == PLANNED_ACTIVITY_GBQ

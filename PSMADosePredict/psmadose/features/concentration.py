@@ -16,6 +16,8 @@ tissue displaces within its own volume. What differs is the volume:
 - **activity** (small structures: lacrimal glands, small lesions, whose half-level surface shrinks inside the
   true one): the drawn volume. This does not depend on the resolution or texture (a necrotic core counts at its
   true weight) but does depend on the drawing, which the output says (``uptake_method``).
+- **blend**: near the limit (extent radius 1.0-1.5 FWHM, volume 3-6 mL) a linear blend of the two, so a structure
+  does not jump between methods when noise or blur change a little.
 
 The local background is the median PET in a shell beyond the grown region; voxels of other segments are
 excluded from the grown region, the extent and the shell (a neighbouring organ is not background). Related
@@ -49,8 +51,10 @@ FALLBACK_RESOLUTION_MM = 7.0
 GROW_FWHM = 1.0
 SHELL_FWHM = 0.75  # background shell thickness beyond the grown region (at least two voxels)
 EXTENT_LEVEL = 0.5  # iso-level (between background and the segment's upper quartile) that marks the surface
-RESOLVED_DEPTH_FWHM = 1.25  # resolved: the extent's inscribed radius is at least this many FWHM
-RESOLVED_MIN_ML = 4.0  # and at least this large: below, the half-level surface of a blurred object shrinks inside
+# Resolved: the extent's inscribed radius at least 1.5 FWHM and its volume at least 6 mL (below, the half-level
+# surface of a blurred object shrinks inside the true one); unresolved below 1.0 FWHM or 3 mL; linear in between.
+RESOLVED_DEPTH_FWHM = (1.0, 1.4)
+RESOLVED_ML = (2.5, 4.5)
 DRAWN_DEPTH_FWHM = 0.75  # and the drawn contour's, so a leak from a tiny gland into a neighbour does not count
 # The extent is searched up to this many voxels beyond the drawn contour: far enough to recover a contour drawn
 # one voxel tight, close enough not to swallow a concavity (the renal hilum) or a neighbour.
@@ -61,7 +65,7 @@ EXTENT_AGREEMENT = (0.4, 3.5)  # extent/drawn volume accepted (an 8 mL gland dra
 @dataclass(frozen=True)
 class Concentration:
     suv: float  # tissue activity concentration as SUV (g/mL)
-    method: str  # "extent" or "activity"
+    method: str  # "extent", "activity" (drawn volume) or "blend" of the two for structures near the limit
     background_suv: float
     volume_ml: float  # volume the activity was divided by
 
@@ -120,12 +124,27 @@ def tissue_concentration(pet: np.ndarray, mask: np.ndarray, spacing_kji: tuple[f
     # A leak into a hot neighbour or a spurious blob: the image-derived extent must agree with the drawing.
     agrees = EXTENT_AGREEMENT[0] <= extent_ml / drawn_ml <= EXTENT_AGREEMENT[1]
     drawn_depth_mm = float(ndimage.distance_transform_edt(m, sampling=spacing).max())
-    resolved = extent_ml >= RESOLVED_MIN_ML and depth_mm >= RESOLVED_DEPTH_FWHM * fwhm \
-        and drawn_depth_mm >= DRAWN_DEPTH_FWHM * fwhm and level > background and agrees
-    region, method = (extent, "extent") if resolved else (m, "activity")
-    region_outside = ndimage.distance_transform_edt(~region, sampling=spacing)
-    grown = (region | (region_outside <= grow_mm)) & ~other
-    volume_ml = float(region.sum()) * voxel_ml
-    # Activity above background, plus the background the tissue displaces within its own volume.
-    activity = float((image[grown] - background).sum()) * voxel_ml + background * volume_ml
-    return Concentration(activity / volume_ml, method, background, volume_ml)
+    guards = drawn_depth_mm >= DRAWN_DEPTH_FWHM * fwhm and level > background and agrees
+    # How resolved the structure is, from 0 (use the drawn volume) to 1 (use the extent), ramped so that a
+    # structure near the limit does not jump between methods when noise or blur change a little.
+    weight = _ramp(depth_mm / fwhm, *RESOLVED_DEPTH_FWHM) * _ramp(extent_ml, *RESOLVED_ML) if guards else 0.0
+
+    def concentration(region: np.ndarray) -> tuple[float, float]:
+        region_outside = ndimage.distance_transform_edt(~region, sampling=spacing)
+        grown = (region | (region_outside <= grow_mm)) & ~other
+        volume_ml = float(region.sum()) * voxel_ml
+        # Activity above background, plus the background the tissue displaces within its own volume.
+        activity = float((image[grown] - background).sum()) * voxel_ml + background * volume_ml
+        return activity / volume_ml, volume_ml
+
+    suv, volume_ml = concentration(m) if weight < 1.0 else (0.0, 0.0)
+    if weight > 0.0:
+        suv_extent, volume_extent = concentration(extent)
+        suv = weight * suv_extent + (1.0 - weight) * suv
+        volume_ml = weight * volume_extent + (1.0 - weight) * volume_ml
+    method = "extent" if weight >= 1.0 else "activity" if weight <= 0.0 else "blend"
+    return Concentration(suv, method, background, volume_ml)
+
+
+def _ramp(value: float, start: float, stop: float) -> float:
+    return float(np.clip((value - start) / (stop - start), 0.0, 1.0))
