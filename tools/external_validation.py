@@ -89,7 +89,10 @@ def run(out: Path, n_train: int, n_test: int, workers: int, combat: bool = True)
         if not (out / name / "cohort.json").is_file():
             simulate_cohort(out / name, name, n_patients=n, workers=workers)
         tables[name] = features_for_cases(list_cases(out / name), require_doses=True, workers=workers)
-    model_set, card = train_models(tables["centre-a-train"])
+    # The mixed-effects candidate refits its trees eight times per fold and has not won on virtual patients by
+    # more than fold noise; left out here to keep the tool (and its test) quick.
+    model_set, card = train_models(tables["centre-a-train"],
+                                   candidates=("population_mean", "physics", "physics_ridge", "physics_trees"))
     results = {name: _metrics(model_set, tables[name]) for name in ("centre-a-test", "centre-b-test")}
     if combat:
         harmonised = combat_harmonise(tables["centre-a-train"], tables["centre-b-test"])

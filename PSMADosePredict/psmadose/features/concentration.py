@@ -16,7 +16,7 @@ tissue displaces within its own volume. What differs is the volume:
 - **activity** (small structures: lacrimal glands, small lesions, whose half-level surface shrinks inside the
   true one): the drawn volume. This does not depend on the resolution or texture (a necrotic core counts at its
   true weight) but does depend on the drawing, which the output says (``uptake_method``).
-- **blend**: near the limit (extent radius 1.0-1.5 FWHM, volume 3-6 mL) a linear blend of the two, so a structure
+- **blend**: near the limit (extent radius 1.15-1.35 FWHM, volume 3.5-4.5 mL) a linear blend of the two, so a structure
   does not jump between methods when noise or blur change a little.
 
 The local background is the median PET in a shell beyond the grown region; voxels of other segments are
@@ -51,10 +51,11 @@ FALLBACK_RESOLUTION_MM = 7.0
 GROW_FWHM = 1.0
 SHELL_FWHM = 0.75  # background shell thickness beyond the grown region (at least two voxels)
 EXTENT_LEVEL = 0.5  # iso-level (between background and the segment's upper quartile) that marks the surface
-# Resolved: the extent's inscribed radius at least 1.5 FWHM and its volume at least 6 mL (below, the half-level
-# surface of a blurred object shrinks inside the true one); unresolved below 1.0 FWHM or 3 mL; linear in between.
-RESOLVED_DEPTH_FWHM = (1.0, 1.4)
-RESOLVED_ML = (2.5, 4.5)
+# Resolved: the extent's inscribed radius at least 1.35 FWHM and its volume at least 4.5 mL (below, the half-level
+# surface of a blurred object shrinks inside the true one and moves with the PSF); unresolved below 1.15 FWHM or
+# 3.5 mL; linear in between. A wider ramp (from 2.5 mL) doubled the tumours' change under a 5/8 mm PSF.
+RESOLVED_DEPTH_FWHM = (1.15, 1.35)
+RESOLVED_ML = (3.5, 4.5)
 DRAWN_DEPTH_FWHM = 0.75  # and the drawn contour's, so a leak from a tiny gland into a neighbour does not count
 # The extent is searched up to this many voxels beyond the drawn contour: far enough to recover a contour drawn
 # one voxel tight, close enough not to swallow a concavity (the renal hilum) or a neighbour.
