@@ -32,7 +32,10 @@ CLINICAL_PARAMETERS = {
     "hemoglobinGDl": "hemoglobin_g_dl", "priorTaxaneLines": "prior_taxane_lines", "priorArpi": "prior_arpi",
     "petTracer": "pet_tracer", "petUptakeTimeMin": "pet_uptake_time_min",
     "plannedActivityGbq": "planned_activity_gbq", "plannedCycles": "planned_cycles",
+    "petResolutionMm": "pet_resolution_mm",
 }
+# Optional clinical.json keys: the parameter's value when the key is absent, which also means "leave it out".
+CLINICAL_OPTIONAL_ABSENT = {"pet_resolution_mm": 0.0}
 TRACER_CHOICES = ["18F-DCFPyL", "18F-PSMA-1007", "68Ga-PSMA-11"]  # psmadose.clinical.TRACERS (checked by a test)
 STRUCTURE_TYPE_CHOICES = ["(from name)", "tumour", "kidney", "parotid", "submandibular", "lacrimal", "liver",
                           "spleen"]
@@ -113,6 +116,8 @@ class PSMADosePredictParameterNode:
     petUptakeTimeMin: Annotated[float, WithinRange(30, 240)] = 120.0
     plannedActivityGbq: Annotated[float, WithinRange(1.0, 12.0)] = 7.4
     plannedCycles: Annotated[int, WithinRange(1, 10)] = 4
+    # Reconstructed PET resolution (FWHM); 0 = not stated, the tracer default is used (psmadose.features.concentration)
+    petResolutionMm: Annotated[float, WithinRange(0, 15)] = 0.0
     # Model (empty path: the bundled model)
     modelPath: pathlib.Path
     # Lesion helper
@@ -301,6 +306,8 @@ class PSMADosePredictWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for parameter, key in CLINICAL_PARAMETERS.items():
             if key in clinical:
                 setattr(self._parameterNode, parameter, clinical[key])
+            elif key in CLINICAL_OPTIONAL_ABSENT:
+                setattr(self._parameterNode, parameter, CLINICAL_OPTIONAL_ABSENT[key])
 
     # Lesion helper, model, prediction, results
 
@@ -399,7 +406,9 @@ class PSMADosePredictLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def clinicalFromParameters(p: PSMADosePredictParameterNode) -> dict:
-        return {key: getattr(p, parameter) for parameter, key in CLINICAL_PARAMETERS.items()}
+        values = {key: getattr(p, parameter) for parameter, key in CLINICAL_PARAMETERS.items()}
+        return {key: value for key, value in values.items()
+                if not (key in CLINICAL_OPTIONAL_ABSENT and value == CLINICAL_OPTIONAL_ABSENT[key])}
 
     def checkPet(self, petNode) -> str | None:
         from PSMADosePredictLib.convert import checkPetLooksLikeSuv
@@ -467,7 +476,7 @@ class PSMADosePredictTest(ScriptedLoadableModuleTest):
         p = logic.getParameterNode()
         p.petVolume, p.ctVolume, p.segmentation = case.petNode, case.ctNode, case.segmentationNode
         for parameter, key in CLINICAL_PARAMETERS.items():
-            setattr(p, parameter, case.clinical[key])
+            setattr(p, parameter, case.clinical.get(key, CLINICAL_OPTIONAL_ABSENT.get(key)))
         self.assertIsNone(logic.checkPet(case.petNode))
 
         self.delayDisplay("Predicting")

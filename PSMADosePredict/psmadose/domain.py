@@ -187,13 +187,14 @@ def _tracer_of(rows: pd.DataFrame) -> np.ndarray:
 
 
 def _log_scale_per_case(reference: dict, rows: pd.DataFrame) -> pd.Series:
-    """Mean over a case's organ segments of ln(uptake / training median of its type and tracer)."""
+    """Median over a case's organ segments of ln(uptake / training median of its type and tracer): a unit error
+    moves every organ, one failing organ (a non-functioning kidney) does not move the median."""
     keys = [f"{t}|{tr}" for t, tr in zip(rows["structure_type"], _tracer_of(rows))]
     values = rows[UPTAKE_FEATURE].to_numpy(dtype=float)
     logs = [math.log(v) - reference[k] if k in reference and v > 0 else math.nan for k, v in zip(keys, values)]
     frame = pd.DataFrame({"case_id": rows["case_id"].to_numpy(), "log": logs}).dropna()
     counts = frame.groupby("case_id")["log"].count()
-    return frame.groupby("case_id")["log"].mean()[counts >= 2]
+    return frame.groupby("case_id")["log"].median()[counts >= 2]
 
 
 def uptake_scale_reference(table: pd.DataFrame) -> dict:

@@ -391,4 +391,6 @@ def domain_features(group: str) -> list[str]:
 
 def training_domain(table: pd.DataFrame, group: str) -> dict:
     rows = select_group(table, group)
-    return _training_domain(rows, domain_features(group), LOG_FEATURES, GROUP_STRUCTURE_TYPES[group])
+    # Features a table does not have (a site's own feature table from an older version) are not checked.
+    features = [f for f in domain_features(group) if f in rows.columns]
+    return _training_domain(rows, features, LOG_FEATURES, GROUP_STRUCTURE_TYPES[group])

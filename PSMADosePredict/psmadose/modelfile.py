@@ -25,7 +25,7 @@ CARD_FILE = "model_card.json"
 RADIOMICS_FILE = "radiomics_params.yaml"  # pyradiomics settings, present when the model uses radiomics
 BUNDLED_MODEL_NAME = "psmadose-virtual-v2"
 # Pinned by `python -m psmadose.train_bundled` (tools/build_bundled_model.sh); checked by tests.
-BUNDLED_MODEL_SHA256 = "122bfcaff08eb4ced5ba946742fc1b7bc2b72617be34602d7a154240d284ecc9"
+BUNDLED_MODEL_SHA256 = "1b5caf545981057c9edfef0545336d161ae6d4ba7b93ce64eb08ebd5e2c65d9e"
 
 ALLOWED_TYPES = sorted({
     "psmadose.model.DoseModelSet", "psmadose.model.DoseModel", "psmadose.model.PopulationMeanRegressor",

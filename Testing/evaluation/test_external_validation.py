@@ -54,11 +54,13 @@ def test_the_multivariate_check_sees_the_protocol_shift_and_harmonised_intervals
     # Besides the tracer, the Mahalanobis check alone flags shifted B salivary glands (measured at 40/15: 20 %
     # against 1 % on centre A, none after ComBat). With 40 training patients (80 kidneys for ~30 features) its
     # threshold is too loose to see the kidney or tumour shift; at 60/20 it flagged 14-18 % in every group.
+    # Since v2 (issue 11) the check sees the tissue uptake and clinical features only; a tracer's shift of organ
+    # uptake (68Ga ~x1.5) is about one between-patient SD, so the Mahalanobis check rarely fires on it: the tracer
+    # check flags every B segment instead (test above). It must not fire more after harmonisation.
     internal, external = summary["results"]["centre-a-test"], summary["results"]["centre-b-test"]
     harmonised = summary["results"]["centre-b-test-combat"]
     salivary = "multivariate_out_of_domain_fraction"
-    assert external["salivary"][salivary] > internal["salivary"][salivary] + 0.05
-    assert harmonised["salivary"][salivary] < external["salivary"][salivary]
+    assert harmonised["salivary"][salivary] <= external["salivary"][salivary]
     # Intervals calibrated on A under-cover B; harmonised, they cover again (40/15: tumour 80 % interval 0.46 ->
     # 0.74, kidney 0.67 -> 0.77).
     for group in ("tumour", "kidney"):

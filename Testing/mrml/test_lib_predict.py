@@ -80,8 +80,16 @@ def test_results_written_back_to_colours_table_plots_legend(loaded, core_result)
     assert table.GetColumnUnitLabel("Gy/GBq") == "Gy/GBq"
     for row, prediction in enumerate(result.predictions):
         assert table.GetCellText(row, 0) == prediction.segment
-        assert math.isclose(float(table.GetCellText(row, 4)), prediction.predicted_gy_per_gbq, rel_tol=1e-5)
-        assert math.isclose(float(table.GetCellText(row, 6)), prediction.predicted_gy_cumulative, rel_tol=1e-5)
+        column = {c[0]: i for i, c in enumerate(RESULT_COLUMNS)}
+        assert math.isclose(float(table.GetCellText(row, column["Gy/GBq"])), prediction.predicted_gy_per_gbq,
+                            rel_tol=1e-5)
+        assert math.isclose(float(table.GetCellText(row, column["Cumulative Gy"])),
+                            prediction.predicted_gy_cumulative, rel_tol=1e-5)
+        # Issue 11: the physics baseline and the population mean beside the prediction.
+        assert math.isclose(float(table.GetCellText(row, column["Physics Gy/GBq"])), prediction.physics_gy_per_gbq,
+                            rel_tol=1e-5)
+        assert math.isclose(float(table.GetCellText(row, column["Population Gy/GBq"])),
+                            prediction.population_mean_gy_per_gbq, rel_tol=1e-5)
 
     chart = outputs.chartNode
     assert chart.GetNumberOfPlotSeriesNodes() == 2
