@@ -46,11 +46,11 @@ def run_batch(cases: Path, out: Path, *, model_path: Path | None = None, trust_m
               workers: int | None = None, overwrite: bool = False, progress=None) -> dict:
     from .modelfile import load_model
 
-    check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite, inputs=(cases,))
     load_model(model_path, trust=trust_model)  # fail once, early, on a bad model
     case_dirs = list_cases(cases)
     workers = min(available_workers(workers), len(case_dirs))
-    with atomic_output_dir(out, overwrite) as tmp:
+    with atomic_output_dir(out, overwrite, inputs=(cases,)) as tmp:
         tasks = [(str(c), str(tmp / c.name), str(model_path) if model_path else None, trust_model) for c in case_dirs]
         results = []
         if workers <= 1:

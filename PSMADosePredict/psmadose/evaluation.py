@@ -119,7 +119,7 @@ def _scatter_png(path: Path, predicted: pd.DataFrame) -> None:
 
 def evaluate_command(cohort: Path, out: Path, *, model_path: Path | None = None, trust_model: bool = False,
                      workers: int | None = None, overwrite: bool = False, progress=None) -> dict:
-    check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite, inputs=(cohort,))
     loaded = load_model(model_path, trust=trust_model)
     table = features_for_cases(list_cases(cohort), require_doses=True, workers=available_workers(workers),
                                progress=progress, radiomics_params=loaded.radiomics_params)
@@ -132,7 +132,7 @@ def evaluate_command(cohort: Path, out: Path, *, model_path: Path | None = None,
     document = {"model_id": loaded.model_id, "model_sha256": loaded.sha256, "cohort": str(Path(cohort).name),
                 "measured_on": f"cohort {Path(cohort).name} ({predicted['case_id'].nunique()} patients)",
                 "metrics": metrics}
-    with atomic_output_dir(out, overwrite) as tmp:
+    with atomic_output_dir(out, overwrite, inputs=(cohort,)) as tmp:
         (tmp / "metrics.json").write_text(json.dumps({**metrics, "_about": document}, indent=2) + "\n",
                                           encoding="utf-8")
         predicted.to_csv(tmp / "predictions.csv", index=False, float_format="%.6g")

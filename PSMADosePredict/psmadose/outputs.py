@@ -1,6 +1,9 @@
 """Atomic output directories: work in a temporary sibling, rename into place only when complete.
 
-An existing non-empty output is refused unless ``overwrite``; then it is replaced as a whole, never merged.
+An existing non-empty output is refused unless ``overwrite``; then it is replaced as a whole, never merged, and
+only if psmadose wrote it (a ``.psmadose-output`` marker inside). Whatever the flags, an output is never the
+working directory, the home folder or the file-system root, and never is, contains or lies inside an input: a
+mistyped ``--out`` (``.``, an unset shell variable, the case folder) cannot delete anyone's data.
 """
 
 from __future__ import annotations
@@ -14,13 +17,37 @@ from pathlib import Path
 
 from .errors import InputError
 
+MARKER = ".psmadose-output"  # written into every output directory: psmadose replaces only what it wrote
 
-def check_output_dir(out: Path, overwrite: bool) -> Path:
+
+def _protected(out: Path, inputs) -> None:
+    resolved = out.resolve()
+    for name, place in (("the working directory", Path.cwd()), ("your home folder", Path.home()),
+                        ("the file-system root", Path(resolved.anchor))):
+        if resolved == place.resolve():
+            raise InputError(f"{out}: is {name}; psmadose writes a new folder for its output: give --out a new "
+                             "folder name (e.g. --out results)")
+    for given in inputs:
+        source = Path(given).resolve()
+        if resolved == source or source in resolved.parents or resolved in source.parents:
+            relation = "is" if resolved == source else "is inside" if source in resolved.parents else "contains"
+            raise InputError(f"{out}: the output {relation} the input {given}; choose an --out outside the inputs")
+
+
+def check_output_dir(out: Path, overwrite: bool, inputs=()) -> Path:
+    """Refuse an output that would destroy data; ``inputs`` are the command's input paths."""
+    if str(out).strip() in ("", "."):
+        raise InputError("--out is empty or '.': give a new folder name for the output (e.g. --out results)")
     out = Path(out).absolute()
+    _protected(out, inputs)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: output exists and is not a directory; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"{out}: output directory is not empty; choose a new --out or pass --overwrite")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise InputError(f"{out}: output directory is not empty; choose a new --out or pass --overwrite")
+        if not (out / MARKER).is_file():
+            raise InputError(f"{out}: not empty and not written by psmadose (no {MARKER} inside); --overwrite "
+                             "replaces only psmadose outputs: choose a new --out")
     parent = out.parent
     if not parent.is_dir():
         raise InputError(f"{parent}: parent of the output directory does not exist; create it first")
@@ -30,11 +57,13 @@ def check_output_dir(out: Path, overwrite: bool) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_output_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
+def atomic_output_dir(out: Path, overwrite: bool = False, inputs=()) -> Iterator[Path]:
     """Yield a temporary directory that becomes ``out`` when the block completes without error."""
-    out = check_output_dir(out, overwrite)
+    out = check_output_dir(out, overwrite, inputs)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
+        (tmp / MARKER).write_text("written by psmadose; --overwrite may replace this folder as a whole\n",
+                                  encoding="utf-8")
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

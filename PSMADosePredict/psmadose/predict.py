@@ -206,13 +206,13 @@ def run_predict(case_dir: Path, out: Path, *, activity_gbq: float | None = None,
                 trust_model: bool = False, overwrite: bool = False) -> PredictionResult:
     from .outputs import check_output_dir
 
-    check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite, inputs=(case_dir,))
     if activity_gbq is not None:
         check_activity(activity_gbq)
     loaded = load_model(model_path, trust=trust_model)
     case = read_case(case_dir)
     result = predict_case(case, loaded, activity_gbq)
-    with atomic_output_dir(out, overwrite) as tmp:
+    with atomic_output_dir(out, overwrite, inputs=(case_dir,)) as tmp:
         write_prediction(tmp, case, result, loaded)
     return result
 

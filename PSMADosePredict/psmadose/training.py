@@ -195,7 +195,7 @@ def train_command(cohort: Path, out: Path, *, workers: int | None = None, overwr
     from .modelfile import RADIOMICS_FILE, save_model
     from .outputs import atomic_output_dir, check_output_dir
 
-    check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite, inputs=(cohort,))
     cases = list_cases(cohort)
     params = radiomics_params_if_available(radiomics)
     table = features_for_cases(cases, require_doses=True, workers=available_workers(workers), progress=progress,
@@ -213,7 +213,7 @@ def train_command(cohort: Path, out: Path, *, workers: int | None = None, overwr
 
         card["radiomics_settings"] = {"file": RADIOMICS_FILE, "sha256": RadiomicsExtractor(params).settings_sha256,
                                       "used_by_model": "radiomics" in model_set.feature_families}
-    with atomic_output_dir(out, overwrite) as tmp:
+    with atomic_output_dir(out, overwrite, inputs=(cohort,)) as tmp:
         if params is not None and "radiomics" in model_set.feature_families:
             shutil.copyfile(params, tmp / RADIOMICS_FILE)
         card = save_model(model_set, card, tmp)

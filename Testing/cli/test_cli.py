@@ -495,8 +495,9 @@ def test_simulate_overwrite_replaces_as_a_whole(poc_cli, tmp_path, cli):
     assert (out / "marker.txt").is_file() and (out / "vp009").is_dir()
     result = cli("simulate", "--preset", "demo", "--out", out, "--overwrite")
     assert result.returncode == 0, result.stderr[-3000:]
-    # replaced, not merged: the marker and the poc patients 2..9 are gone; only the demo's one patient
-    assert sorted(p.name for p in out.iterdir()) == ["cohort.json", "vp001"]
+    # replaced, not merged: the marker and the poc patients 2..9 are gone; only the demo's one patient (and the
+    # .psmadose-output marker that lets a later --overwrite replace it)
+    assert sorted(p.name for p in out.iterdir()) == [".psmadose-output", "cohort.json", "vp001"]
     assert json.loads((out / "cohort.json").read_text())["n_patients"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["X"]
 

@@ -147,12 +147,13 @@ def test_missing_parent_is_refused(tmp_path):
 
 def test_overwrite_replaces_output_as_a_whole(tmp_path):
     out = tmp_path / "cohort"
-    out.mkdir()
+    simulate_cohort(out, "demo", workers=1)  # a psmadose output (marker inside), then files added by hand
     (out / "stray.txt").write_text("old run\n")
     (out / "vp999").mkdir()
     (out / "vp999" / "clinical.json").write_text("{}")
     simulate_cohort(out, "demo", workers=1, overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == ["cohort.json", "vp001"]  # old files gone, not merged
+    # old files gone, not merged
+    assert sorted(p.name for p in out.iterdir()) == [".psmadose-output", "cohort.json", "vp001"]
     assert read_case(out / "vp001").case_id == "vp001"
     assert _hidden(tmp_path) == []
 
