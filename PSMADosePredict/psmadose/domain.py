@@ -179,7 +179,8 @@ SCALE_QUANTILES = (0.001, 0.999)  # per-case scale factors of training patients 
 UPTAKE_FEATURE = "suv_tissue"
 
 
-def _tracer_of(rows: pd.DataFrame) -> np.ndarray:
+def tracer_of(rows: pd.DataFrame) -> np.ndarray:
+    """The PET tracer of each row from its one-hot ``tracer_*`` columns ('' when none is set)."""
     tracer = np.full(len(rows), "", dtype=object)
     for column in (c for c in rows.columns if c.startswith("tracer_")):
         tracer[rows[column].to_numpy(dtype=float) == 1.0] = column[len("tracer_"):]
@@ -189,7 +190,7 @@ def _tracer_of(rows: pd.DataFrame) -> np.ndarray:
 def _log_scale_per_case(reference: dict, rows: pd.DataFrame) -> pd.Series:
     """Median over a case's organ segments of ln(uptake / training median of its type and tracer): a unit error
     moves every organ, one failing organ (a non-functioning kidney) does not move the median."""
-    keys = [f"{t}|{tr}" for t, tr in zip(rows["structure_type"], _tracer_of(rows))]
+    keys = [f"{t}|{tr}" for t, tr in zip(rows["structure_type"], tracer_of(rows))]
     values = rows[UPTAKE_FEATURE].to_numpy(dtype=float)
     logs = [math.log(v) - reference[k] if k in reference and v > 0 else math.nan for k, v in zip(keys, values)]
     frame = pd.DataFrame({"case_id": rows["case_id"].to_numpy(), "log": logs}).dropna()
@@ -200,7 +201,7 @@ def _log_scale_per_case(reference: dict, rows: pd.DataFrame) -> pd.Series:
 def uptake_scale_reference(table: pd.DataFrame) -> dict:
     """Training medians of ln uptake per organ type and tracer, and the range of per-case scale factors."""
     organs = table[table["structure_type"].isin(SCALE_ORGANS) & (table[UPTAKE_FEATURE] > 0)]
-    keys = [f"{t}|{tr}" for t, tr in zip(organs["structure_type"], _tracer_of(organs))]
+    keys = [f"{t}|{tr}" for t, tr in zip(organs["structure_type"], tracer_of(organs))]
     medians = pd.Series(np.log(organs[UPTAKE_FEATURE].to_numpy(dtype=float))).groupby(keys).median()
     reference = {str(k): float(v) for k, v in medians.items()}
     scales = _log_scale_per_case(reference, organs)

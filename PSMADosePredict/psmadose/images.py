@@ -138,6 +138,14 @@ def mask_bounds(mask: np.ndarray) -> tuple[tuple[int, int], ...] | None:
     return tuple(bounds)
 
 
+def padded_bounds(mask: np.ndarray, pad) -> tuple[slice, ...]:
+    """(k, j, i) slices of the mask's bounding box grown by ``pad`` voxels (one int, or one per axis), clipped
+    to the image."""
+    pads = [pad] * mask.ndim if isinstance(pad, int) else list(pad)
+    return tuple(slice(max(lo - p, 0), min(hi + p + 1, n))
+                 for (lo, hi), p, n in zip(mask_bounds(mask), pads, mask.shape))
+
+
 def check_ct_hu(ct: sitk.Image, pet: sitk.Image, source: str) -> None:
     """A CT must overlap the PET, be finite and be in HU (not raw stored values)."""
     if not overlaps(ct, pet):

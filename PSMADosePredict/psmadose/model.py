@@ -43,7 +43,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
 from .clinical import TRACERS
-from .domain import domain_reasons, log_positive, uptake_scale_reason
+from .domain import UPTAKE_FEATURE, domain_reasons, log_positive, tracer_of, uptake_scale_reason
 from .domain import training_domain as _training_domain
 from .errors import InputError
 from .intervals import LEVELS as INTERVAL_LEVELS
@@ -56,8 +56,7 @@ GROUP_STRUCTURE_TYPES = {
     "salivary": ("parotid", "submandibular", "lacrimal"),
 }
 
-# The structure's own uptake enters only through the physics baseline.
-UPTAKE_FEATURE = "suv_tissue"
+# The structure's own uptake (UPTAKE_FEATURE) enters only through the physics baseline, never the correction.
 PATIENT_FEATURES = ("n_lesions", "total_tumour_volume_ml")
 CLINICAL_FEATURES = ("age_years", "weight_kg", "height_cm", "bsa_m2", "bmi_kg_m2", "egfr_ml_min_1_73m2",
                      "log_psa_ng_ml", "alp_u_l", "ldh_u_l", "hemoglobin_g_dl", "prior_taxane_lines", "prior_arpi",
@@ -257,11 +256,7 @@ def stratum_codes(table: pd.DataFrame, group: str) -> np.ndarray:
     """Code of (structure type, tracer) per row: type index x 10 + tracer index (9: no tracer column)."""
     types = GROUP_STRUCTURE_TYPES[group]
     type_code = table["structure_type"].map({t: i for i, t in enumerate(types)}).to_numpy(dtype=float)
-    tracer_code = np.full(len(table), 9.0)
-    for i, tracer in enumerate(TRACERS):
-        column = f"tracer_{tracer}"
-        if column in table.columns:
-            tracer_code[table[column].to_numpy(dtype=float) == 1.0] = i
+    tracer_code = np.array([TRACERS.index(t) if t in TRACERS else 9 for t in tracer_of(table)], dtype=float)
     return type_code * 10 + tracer_code
 
 

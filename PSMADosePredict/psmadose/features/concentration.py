@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..images import mask_bounds
+from ..images import padded_bounds
 
 # Typical reconstructed whole-body PET resolution (FWHM, mm) of current scanners with clinical
 # reconstructions: ~5-7 mm for 18F, ~1-2 mm worse for 68Ga (positron range). Assumption for the default only;
@@ -78,11 +78,6 @@ def resolution_mm(tracer: str, given: float | None) -> tuple[float, str]:
     return DEFAULT_RESOLUTION_MM.get(tracer, FALLBACK_RESOLUTION_MM), f"default for {tracer}"
 
 
-def _box(mask: np.ndarray, pad: tuple[int, int, int]) -> tuple[slice, ...]:
-    bounds = mask_bounds(mask)
-    return tuple(slice(max(lo - p, 0), min(hi + p + 1, n)) for (lo, hi), p, n in zip(bounds, pad, mask.shape))
-
-
 def _connected_to(region: np.ndarray, seed: np.ndarray) -> np.ndarray:
     labels, n = ndimage.label(region)
     if n == 0:
@@ -103,7 +98,7 @@ def tissue_concentration(pet: np.ndarray, mask: np.ndarray, spacing_kji: tuple[f
     shell_mm = max(SHELL_FWHM * fwhm, 2.0 * float(spacing.max()))
     search_mm = SEARCH_VOXELS * float(spacing.max())
     pad = tuple(int(math.ceil((search_mm + grow_mm + shell_mm) / s)) + 1 for s in spacing)
-    box = _box(mask, pad)
+    box = padded_bounds(mask, pad)
     m = mask[box]
     image = pet[box].astype(np.float64)
     other = others[box] & ~m if others is not None else np.zeros_like(m)

@@ -14,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
-from ..images import mask_bounds
+from ..images import padded_bounds
 
 PEAK_SPHERE_ML = 1.0
 PEAK_RADIUS_MM = (3.0 * PEAK_SPHERE_ML * 1000.0 / (4.0 * math.pi)) ** (1.0 / 3.0)  # 6.20 mm
@@ -45,11 +45,7 @@ def peak_kernel(spacing_kji: tuple[float, float, float], supersample: int = 21) 
 
 def suv_peak(pet: np.ndarray, mask: np.ndarray, spacing_kji: tuple[float, float, float]) -> float:
     kernel = peak_kernel(tuple(float(s) for s in spacing_kji))
-    pad = [k // 2 for k in kernel.shape]
-    bounds = mask_bounds(mask)
-    lo = [max(first - p, 0) for (first, _), p in zip(bounds, pad)]
-    hi = [min(last + p + 1, n) for (_, last), p, n in zip(bounds, pad, pet.shape)]
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    box = padded_bounds(mask, [k // 2 for k in kernel.shape])
     # Outside the image the sphere sees nothing: pad with zeros ('constant') rather than mirror.
     local_mean = ndimage.correlate(pet[box].astype(np.float64), kernel, mode="constant", cval=0.0)
     return float(local_mean[mask[box]].max())

@@ -13,7 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from ..images import mask_bounds
+from ..images import padded_bounds
 from .parameters import LU_BACKGROUND, P
 from .patient import TISSUE_DENSITY_G_PER_ML, VirtualPatient
 
@@ -301,16 +301,11 @@ def ct_image(patient: VirtualPatient, grid: Grid, rng: np.random.Generator, imag
 CONTOUR_OFFSET_MIN_ML = 5.0
 
 
-def _padded_box(mask: np.ndarray, pad: int) -> tuple[slice, ...]:
-    bounds = mask_bounds(mask)
-    return tuple(slice(max(lo - pad, 0), min(hi + pad + 1, n)) for (lo, hi), n in zip(bounds, mask.shape))
-
-
 def _drawn_organ(mask: np.ndarray, offset_voxels: int) -> np.ndarray:
     """An organ contour drawn on CT one voxel loose (+1) or tight (-1); a tight one keeps at least its core."""
     if offset_voxels == 0:
         return mask
-    box = _padded_box(mask, abs(offset_voxels) + 1)
+    box = padded_bounds(mask, abs(offset_voxels) + 1)
     local = mask[box]
     if offset_voxels > 0:
         drawn = ndimage.binary_dilation(local, iterations=offset_voxels)
@@ -326,7 +321,7 @@ def _drawn_organ(mask: np.ndarray, offset_voxels: int) -> np.ndarray:
 def _thresholded_lesion(mask: np.ndarray, pet: np.ndarray, threshold: float) -> np.ndarray:
     """A lesion contoured on PET: the connected region >= threshold x SUVmax around the lesion's hottest voxel
     (clicked inside the lesion), within the lesion grown by two voxels (as a physicist's bounding box would be)."""
-    box = _padded_box(mask, 3)
+    box = padded_bounds(mask, 3)
     region = ndimage.binary_dilation(mask[box], iterations=2)
     local_pet = pet[box]
     values = np.where(mask[box], local_pet, -np.inf)
