@@ -5,14 +5,15 @@ A case that fails with bad input is reported in the summary and does not stop th
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from .errors import CancelledError, InputError
 from .features.table import available_workers, list_cases
-from .outputs import atomic_output_dir, check_output_dir
+from .outputs import atomic_output_dir, check_output_dir, csv_cell
+from .parallel import process_pool
 
 
 def _predict_one(task: tuple[str, str, str | None, bool]) -> dict:
@@ -53,20 +54,15 @@ def run_batch(cases: Path, out: Path, *, model_path: Path | None = None, trust_m
     with atomic_output_dir(out, overwrite, inputs=(cases,)) as tmp:
         tasks = [(str(c), str(tmp / c.name), str(model_path) if model_path else None, trust_model) for c in case_dirs]
         results = []
-        if workers <= 1:
-            iterator = map(_predict_one, tasks)
-            pool = None
-        else:
-            pool = ProcessPoolExecutor(max_workers=workers)
-            iterator = pool.map(_predict_one, tasks)
-        try:
+        with contextlib.ExitStack() as stack:
+            if workers <= 1:
+                iterator = map(_predict_one, tasks)
+            else:
+                iterator = stack.enter_context(process_pool(workers)).map(_predict_one, tasks)
             for result in iterator:
                 results.append(result)
                 if progress and progress(len(results), len(tasks)) is False:
                     raise CancelledError("batch cancelled")
-        finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
         summary = write_batch_summary(tmp / "batch_summary.csv", results)
     return summary
 
@@ -76,6 +72,6 @@ def write_batch_summary(path: Path, results: list[dict]) -> dict:
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=["case_id", "status", "n_segments", "message"])
         writer.writeheader()
-        writer.writerows(results)
+        writer.writerows({key: csv_cell(value) for key, value in row.items()} for row in results)
     failed = sum(r["status"] != "ok" for r in results)
     return {"succeeded": len(results) - failed, "failed": failed}

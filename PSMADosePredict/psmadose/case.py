@@ -18,6 +18,7 @@ import SimpleITK as sitk
 
 from .clinical import Clinical, read_clinical, write_clinical
 from .errors import InputError
+from .files import read_text_utf8
 from .images import (
     check_ct_hu,
     check_pet_suv,
@@ -30,6 +31,7 @@ from .images import (
     voxel_volume_ml,
     write_image,
 )
+from .outputs import csv_cell
 from .segmentation import (
     STRUCTURE_COLORS,
     SegmentToWrite,
@@ -157,7 +159,7 @@ def read_case(directory: Path, *, require_doses: bool = False,
         raise InputError(f"{directory}: no segmentation found; add {SEGMENTATION_FILE} "
                          f"(or {LABELS_FILE} + labels.json)")
     inputs["segmentation"] = seg_path
-    segments = _segments_on_pet_grid(seg_path, pet, structure_types or {}, warnings)
+    segments, segment_names = _segments_on_pet_grid(seg_path, pet, structure_types or {}, warnings)
 
     clinical, clinical_warnings = read_clinical(directory / "clinical.json")
     warnings += clinical_warnings
@@ -170,7 +172,7 @@ def read_case(directory: Path, *, require_doses: bool = False,
     doses = None
     doses_path = directory / "doses.csv"
     if doses_path.is_file():
-        doses = read_doses(doses_path)
+        doses = read_doses(doses_path, segment_names)
         inputs["doses"] = doses_path
     elif require_doses:
         raise InputError(f"{directory}: doses.csv with reference doses is needed for training/evaluation; "
@@ -182,7 +184,7 @@ def read_case(directory: Path, *, require_doses: bool = False,
 
 
 def _segments_on_pet_grid(seg_path: Path, pet: sitk.Image, overrides: dict[str, str],
-                          warnings: list[str]) -> list[Segment]:
+                          warnings: list[str]) -> tuple[list[Segment], list[str]]:
     geometry, raw_segments = read_segmentation(seg_path)
     if not raw_segments:
         raise InputError(f"{seg_path}: the segmentation holds no segments; draw or import lesion and organ "
@@ -221,24 +223,47 @@ def _segments_on_pet_grid(seg_path: Path, pet: sitk.Image, overrides: dict[str, 
         raise InputError(f"{seg_path}: no segment has a recognised structure type ({', '.join(names[:4])}"
                          f"{', ...' if len(names) > 4 else ''}); name segments kidney*, parotid*, submandibular*, "
                          "lacrimal*, lesion*/tumour*/met*/node* or set their types")
-    return segments
+    return segments, names
 
 
-def read_doses(path: Path) -> dict[str, float]:
+def read_doses(path: Path, segment_names: list[str] | None = None) -> dict[str, float]:
+    """Reference doses (segment,reference_gy_per_gbq): strict, because a silently dropped or doubled row trains
+    a model on the wrong dose. ``segment_names``: the case's segments, which every row must name."""
+    from .outputs import csv_text
+
+    path = Path(path)
+    text = read_text_utf8(path, "reference-dose file")
+    reader = csv.DictReader(text.splitlines())
+    fields = [f.strip() for f in (reader.fieldnames or [])]
+    if not {"segment", "reference_gy_per_gbq"} <= set(fields):
+        shown = ", ".join(repr(f) for f in fields[:6]) or "none (empty file)"
+        raise InputError(f"{path}: expected columns segment,reference_gy_per_gbq; the file has {shown}")
+    reader.fieldnames = fields
     doses: dict[str, float] = {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or not {"segment", "reference_gy_per_gbq"} <= set(reader.fieldnames):
-            raise InputError(f"{path}: expected columns segment,reference_gy_per_gbq")
-        for row in reader:
-            try:
-                value = float(row["reference_gy_per_gbq"])
-            except (TypeError, ValueError):
-                raise InputError(f"{path}: segment {row['segment']!r} has a non-numeric dose "
-                                 f"{row['reference_gy_per_gbq']!r}") from None
-            if not math.isfinite(value) or value <= 0 or value > 1000:
-                raise InputError(f"{path}: segment {row['segment']!r} dose {value} Gy/GBq is not plausible")
-            doses[row["segment"]] = value
+    for line, row in enumerate(reader, start=2):
+        name = csv_text((row.get("segment") or "").strip())
+        text_value = (row.get("reference_gy_per_gbq") or "").strip()
+        if not name:
+            raise InputError(f"{path}: row {line} has no segment name; fill it in or delete the row")
+        try:
+            value = float(text_value)
+        except ValueError:
+            raise InputError(f"{path}: row {line}, segment {name!r} has a non-numeric dose {text_value!r}") from None
+        if not math.isfinite(value) or value <= 0 or value > 1000:
+            raise InputError(f"{path}: row {line}, segment {name!r}: dose {value:g} Gy/GBq is not plausible "
+                             "(expected > 0 and <= 1000)")
+        if name in doses:
+            raise InputError(f"{path}: row {line}: segment {name!r} is listed twice; keep one row per segment")
+        doses[name] = value
+    if not doses:
+        raise InputError(f"{path}: no reference doses (header only); add rows segment,reference_gy_per_gbq or "
+                         "remove the file")
+    if segment_names is not None:
+        unknown = [name for name in doses if name not in segment_names]
+        if unknown:
+            listed = ", ".join(segment_names[:6]) + (", ..." if len(segment_names) > 6 else "")
+            raise InputError(f"{path}: reference dose(s) for {unknown[:4]} that match no segment of the "
+                             f"segmentation ({listed}); fix the names (they must match exactly)")
     return doses
 
 
@@ -247,7 +272,7 @@ def write_doses(path: Path, doses: dict[str, float]) -> None:
         writer = csv.writer(handle)
         writer.writerow(["segment", "reference_gy_per_gbq"])
         for name, value in doses.items():
-            writer.writerow([name, f"{value:.6g}"])
+            writer.writerow([csv_cell(name), f"{value:.6g}"])
 
 
 def write_case(directory: Path, *, pet: sitk.Image, segments: list[SegmentToWrite], clinical: Clinical,

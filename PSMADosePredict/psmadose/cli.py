@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
-from .errors import CancelledError, InputError
+from .errors import CancelledError, InputError, os_error_message
 
 log = logging.getLogger("psmadose")
 BANNER = ("Research and teaching software: model trained on virtual patients, not clinically validated. "
@@ -127,23 +129,26 @@ def cmd_features(args) -> int:
     from .case import read_case
     from .features import extract_features
     from .features.table import radiomics_params_if_available
-    from .outputs import atomic_output_file
+    from .outputs import atomic_output_file, check_output_file, write_csv_table
 
+    check_output_file(args.out, args.overwrite, inputs=(args.case,))  # before the work, not after
     # One case: spread its segments over the cores, where forked workers make that pay (not under spawn).
     workers = (os.cpu_count() or 1) if multiprocessing.get_start_method() == "fork" else 1
     table = extract_features(read_case(args.case), radiomics_params_if_available(not args.no_radiomics),
                              radiomics_workers=workers)
-    with atomic_output_file(Path(args.out), overwrite=True) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6g")
+    with atomic_output_file(Path(args.out), args.overwrite, inputs=(args.case,)) as tmp:
+        write_csv_table(table, tmp)
     print(f"wrote {len(table)} segments x {table.shape[1] - 3} features to {args.out}")
     return 0
 
 
 def cmd_suv(args) -> int:
     from .dicom.series import read_pet_suv, write_suv
+    from .outputs import check_output_file
 
+    check_output_file(args.out, args.overwrite, inputs=(args.pet_dicom_dir,))  # before the work
     suv = read_pet_suv(args.pet_dicom_dir, args.method, keep_identifiers=args.keep_identifiers)
-    sidecar = write_suv(suv, args.out)
+    sidecar = write_suv(suv, args.out, overwrite=args.overwrite, inputs=(args.pet_dicom_dir,))
     factor = suv.record["suv_factor"]
     shown = f"{factor:.6g}" if isinstance(factor, float) else f"{min(factor):.6g}..{max(factor):.6g} (per slice)"
     print(f"wrote {suv.record['method']} ({suv.record['units_out']}) to {args.out}; factor {shown}; "
@@ -301,7 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=("bw", "lbm", "bsa"), default="bw",
                    help="bw: body weight (g/mL); lbm: SUL, Janmahasatian lean body mass; bsa: Du Bois (cm2/mL)")
     p.add_argument("--keep-identifiers", action="store_true",
-                   help="copy PatientName/PatientID/PatientBirthDate into the outputs (default: left out)")
+                   help="copy PatientName/PatientID/PatientBirthDate, UIDs and dates into the outputs "
+                   "(default: left out)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=cmd_suv)
 
     p = sub.add_parser("features", help="feature table of one case")
@@ -309,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--no-radiomics", action="store_true", help="uptake, patient and clinical features only "
                    "(also what happens when pyradiomics is not installed)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("predict", help="predict doses for one case")
@@ -351,9 +359,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a closed terminal): unwinds like Ctrl-C so temporary outputs are removed."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum, frame):
+    for other in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second signal must not interrupt cleanup
+        signal.signal(other, signal.SIG_IGN)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Terminated(signum)
+
+
+def _install_signal_handlers() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup'ed runs keep ignoring SIGHUP
+            signal.signal(signum, _on_signal)
+
+
+def _stopped(exc: BaseException) -> int:
+    signum = getattr(exc, "signum", signal.SIGINT)
+    name = signal.Signals(signum).name if not isinstance(exc, CancelledError) else "cancel"
+    sys.stderr.write(f"error: stopped ({name}); temporary outputs removed, nothing was written\n")
+    return 128 + int(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _install_signal_handlers()
     # Warnings are held back until the command succeeds: a failing command prints exactly one error line.
     held = _HeldWarnings()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -365,10 +405,13 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
         return 2
-    except (CancelledError, KeyboardInterrupt):
-        sys.stderr.write("error: cancelled; nothing was written\n")
-        return 130
+    except (CancelledError, KeyboardInterrupt) as exc:
+        return _stopped(exc)
     except Exception as exc:
+        message = os_error_message(exc)  # full disk, name too long, no permission: the user's to fix
+        if message is not None and not args.debug:
+            sys.stderr.write(f"error: {' '.join(message.split())}\n")
+            return 2
         if args.debug:
             raise
         sys.stderr.write(f"error: internal error ({type(exc).__name__}: {exc}); rerun with --debug and report it\n")

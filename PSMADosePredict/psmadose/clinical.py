@@ -157,10 +157,9 @@ def read_clinical(path: Path) -> tuple[Clinical, list[str]]:
     if not path.is_file():
         raise InputError(f"{path}: clinical.json not found; write the clinical biomarkers there "
                          "(keys listed in the README)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc}); fix the file") from None
+    from .files import read_json
+
+    data = read_json(path, "clinical.json", max_bytes=1_000_000)
     return validate_clinical(data, source=str(path))
 
 

@@ -24,7 +24,7 @@ from .features.table import available_workers, features_for_cases, list_cases
 from .metrics import bland_altman, bootstrap_dose_metrics, coverage, dose_metrics
 from .model import GROUP_STRUCTURE_TYPES
 from .modelfile import load_model
-from .outputs import atomic_output_dir, check_output_dir
+from .outputs import atomic_output_dir, check_output_dir, write_csv_table
 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 20260607
@@ -135,7 +135,7 @@ def evaluate_command(cohort: Path, out: Path, *, model_path: Path | None = None,
     with atomic_output_dir(out, overwrite, inputs=(cohort,)) as tmp:
         (tmp / "metrics.json").write_text(json.dumps({**metrics, "_about": document}, indent=2) + "\n",
                                           encoding="utf-8")
-        predicted.to_csv(tmp / "predictions.csv", index=False, float_format="%.6g")
+        write_csv_table(predicted, tmp / "predictions.csv")
         _scatter_png(tmp / "predicted_vs_reference.png", predicted)
         _bland_altman_png(tmp / "bland_altman.png", predicted)
         (tmp / "report.html").write_text(_report_html(loaded.model_id, document, metrics), encoding="utf-8")

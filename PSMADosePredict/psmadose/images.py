@@ -20,20 +20,67 @@ def find_image(directory: Path, stem: str) -> Path | None:
     return None
 
 
+# Plausible voxel spacing (mm) of clinical body images; outside it the header is wrong (spacing in cm, in m).
+SPACING_RANGE_MM = {"PET": (0.8, 15.0), "CT": (0.2, 15.0), "label": (0.2, 15.0)}
+MAX_VOXELS = 400_000_000  # ~1.6 GB as float32: far above a whole-body CT at 1 mm; beyond it, a wrong header
+
+
+def check_header(reader: sitk.ImageFileReader, path: Path, what: str) -> None:
+    """Dimensions, voxel count and spacing from the header alone, before any voxel is read."""
+    size = reader.GetSize()
+    if len(size) != 3 or reader.GetNumberOfComponents() != 1:
+        raise InputError(f"{path}: the {what} must be a 3D scalar image, got {len(size)}D with "
+                         f"{reader.GetNumberOfComponents()} component(s)")
+    voxels = int(np.prod(size, dtype=np.int64))
+    if voxels == 0 or voxels > MAX_VOXELS:
+        raise InputError(f"{path}: the {what} has {voxels:,} voxels ({' x '.join(map(str, size))}); expected 1 to "
+                         f"{MAX_VOXELS:,}: the header is wrong or this is not a body image")
+    low, high = SPACING_RANGE_MM.get(what, (0.05, 50.0))
+    spacing = reader.GetSpacing()
+    if not all(np.isfinite(spacing)) or min(spacing) < low or max(spacing) > high:
+        shown = " x ".join(f"{s:g}" for s in spacing)
+        raise InputError(f"{path}: {what} voxel spacing {shown} mm is outside {low:g}-{high:g} mm for a body "
+                         "image; is the spacing written in cm or m? fix the header (spacing in mm)")
+
+
 def read_image(path: Path, what: str) -> sitk.Image:
+    """An image file, its header checked first (``check_header``) so a wrong header costs no memory."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
     try:
-        image = sitk.ReadImage(str(path))
+        reader.ReadImageInformation()
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
         raise InputError(f"{path}: cannot read the {what} image ({first}); write it as NRRD or NIfTI") from None
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"{path}: the {what} must be a 3D scalar image, got {image.GetDimension()}D with "
-                         f"{image.GetNumberOfComponentsPerPixel()} component(s)")
+    check_header(reader, path, what)
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
+        raise InputError(f"{path}: cannot read the {what} image ({first}); write it as NRRD or NIfTI") from None
+    except MemoryError:
+        raise InputError(f"{path}: the {what} image does not fit in memory; is the header right?") from None
     return image
 
 
 def write_image(image: sitk.Image, path: Path, compress: bool = True) -> None:
-    sitk.WriteImage(image, str(path), useCompression=compress)
+    """Write an image; a full disk becomes an OSError (ENOSPC) naming the file, not an ITK stack message."""
+    try:
+        sitk.WriteImage(image, str(path), useCompression=compress)
+    except RuntimeError:
+        raise_if_disk_full(path, image.GetNumberOfPixels() * image.GetSizeOfPixelComponent())
+        raise
+
+
+def raise_if_disk_full(path: Path, needed_bytes: int) -> None:
+    """After a failed write: if the file system has less room than the data needed, say so as ENOSPC."""
+    import errno
+
+    from .errors import free_mb
+
+    free = free_mb(path)
+    if free is not None and free * 1e6 < needed_bytes + 1e6:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path)) from None
 
 
 def image_from_array(array_kji: np.ndarray, reference: sitk.Image | None = None, *,

@@ -19,6 +19,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from .errors import InputError
+from .files import read_json
 
 MODEL_FILE = "model.skops"
 CARD_FILE = "model_card.json"
@@ -126,10 +127,12 @@ def load_model(path: Path | None = None, *, trust: bool = False) -> LoadedModel:
         raise InputError(f"{directory}: not a psmadose model directory (needs {MODEL_FILE} and {CARD_FILE}); "
                          "give the folder written by 'psmadose train'")
     try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
+        card = read_json(card_path, "model card")
         if not isinstance(card, dict):
             raise ValueError("not an object")
     except (ValueError, UnicodeDecodeError) as exc:
+        if isinstance(exc, InputError):
+            raise
         raise InputError(f"{card_path}: model card is not valid JSON ({exc}); the model folder is damaged") from None
     data = model_path.read_bytes()
     digest = sha256_bytes(data)

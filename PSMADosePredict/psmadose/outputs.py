@@ -9,6 +9,7 @@ mistyped ``--out`` (``.``, an unset shell variable, the case folder) cannot dele
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -65,27 +66,69 @@ def atomic_output_dir(out: Path, overwrite: bool = False, inputs=()) -> Iterator
         (tmp / MARKER).write_text("written by psmadose; --overwrite may replace this folder as a whole\n",
                                   encoding="utf-8")
         yield tmp
+        _commit_dir(tmp, out, overwrite, inputs)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if out.exists():
+    os.chmod(out, 0o755)
+
+
+def _commit_dir(tmp: Path, out: Path, overwrite: bool, inputs) -> None:
+    """Rename the finished temporary folder to ``out``; without ``overwrite`` never replace what appeared there
+    meanwhile (a concurrent run to the same --out): rename(2) onto a non-empty folder fails, and we say so."""
+    if overwrite and out.exists():
+        check_output_dir(out, overwrite, inputs)  # still a psmadose output (re-checked at the last moment)
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
         os.replace(out, old / out.name)
         os.replace(tmp, out)
         shutil.rmtree(old, ignore_errors=True)
-    else:
+        return
+    try:
+        os.rename(tmp, out)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+            raise
+        raise InputError(f"{out}: was written by someone else while this run worked (a concurrent run?); this "
+                         "run's result was discarded: choose a new --out or pass --overwrite") from None
+
+
+def _link_new(tmp: Path, out: Path) -> None:
+    try:
+        os.link(tmp, out)  # atomic and never replaces: fails if out appeared meanwhile
+    except FileExistsError:
+        raise InputError(f"{out}: was written by someone else while this run worked (a concurrent run?); this "
+                         "run's result was discarded: choose another name or pass --overwrite") from None
+    except OSError:  # a file system without hard links: exclusive create, then replace the placeholder
+        try:
+            os.close(os.open(out, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            raise InputError(f"{out}: was written by someone else while this run worked (a concurrent run?); "
+                             "choose another name or pass --overwrite") from None
         os.replace(tmp, out)
-    os.chmod(out, 0o755)
+        tmp.touch()  # unlinked by the caller
+
+
+def check_output_file(out: Path, overwrite: bool, inputs=()) -> Path:
+    """Refuse an output file that exists (unless ``overwrite``), is a folder, or is one of the inputs."""
+    if str(out).strip() in ("", "."):
+        raise InputError("--out is empty or '.': give a file name for the output (e.g. --out suv.nrrd)")
+    out = Path(out).absolute()
+    if out.is_dir():
+        raise InputError(f"{out}: is a directory; give a file name")
+    for given in inputs:
+        source = Path(given).resolve()
+        if out.resolve() == source or source in out.resolve().parents:
+            raise InputError(f"{out}: the output is or is inside the input {given}; choose an --out elsewhere")
+    if out.exists() and not overwrite:
+        raise InputError(f"{out}: output file exists; choose another name or pass --overwrite")
+    return out
 
 
 @contextlib.contextmanager
-def atomic_output_file(out: Path, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary file path that is renamed to ``out`` when the block completes."""
-    out = Path(out).absolute()
-    if out.exists() and not overwrite:
-        raise InputError(f"{out}: output file exists; choose another name or pass --overwrite")
-    if out.is_dir():
-        raise InputError(f"{out}: is a directory; give a file name")
+def atomic_output_file(out: Path, overwrite: bool = False, inputs=()) -> Iterator[Path]:
+    """Yield a temporary file path that becomes ``out`` when the block completes; without ``overwrite`` an
+    existing ``out`` (also one created meanwhile by a concurrent run) is never replaced."""
+    out = check_output_file(out, overwrite, inputs)
     if not out.parent.is_dir() or not os.access(out.parent, os.W_OK | os.X_OK):
         raise InputError(f"{out.parent}: output folder does not exist or is not writable")
     suffix = "".join(out.suffixes)
@@ -94,7 +137,45 @@ def atomic_output_file(out: Path, overwrite: bool = True) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if overwrite:
+            os.replace(tmp, out)
+        else:
+            _link_new(tmp, out)
+            tmp.unlink()
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    os.replace(tmp, out)
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may run as a formula (OWASP CSV injection)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def csv_cell(value):
+    """A text cell a spreadsheet will show, never run: a leading ' before =, +, -, @, tab or CR (numbers kept)."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not _is_number(value):
+        return "'" + value
+    return value
+
+
+def csv_text(cell: str) -> str:
+    """Undo ``csv_cell`` when reading a CSV psmadose (or a careful spreadsheet) wrote."""
+    if cell.startswith("'") and cell[1:].startswith(FORMULA_STARTS):
+        return cell[1:]
+    return cell
+
+
+def write_csv_table(frame, path: Path) -> None:
+    """A pandas table as UTF-8 CSV with text cells neutralised (``csv_cell``)."""
+    frame = frame.copy()
+    for column in frame.columns:
+        if frame[column].dtype == object:
+            frame[column] = frame[column].map(csv_cell)
+    frame.to_csv(path, index=False, float_format="%.6g", encoding="utf-8")

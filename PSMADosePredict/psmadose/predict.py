@@ -17,7 +17,7 @@ from .case import Case, read_case, sha256_file
 from .errors import InputError
 from .features import FEATURE_FAMILIES, extract_features
 from .modelfile import LoadedModel, load_model
-from .outputs import atomic_output_dir
+from .outputs import atomic_output_dir, csv_cell
 from .provenance import library_versions
 from .segmentation import SegmentToWrite, write_segmentation
 
@@ -163,7 +163,7 @@ def write_doses_csv(path: Path, result: PredictionResult) -> None:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
         for row in result.rows():
-            writer.writerow([_fmt(row[c]) for c in CSV_COLUMNS])
+            writer.writerow([csv_cell(_fmt(row[c])) for c in CSV_COLUMNS])
 
 
 def write_doses_json(path: Path, result: PredictionResult, colormap: str) -> None:

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import CancelledError, InputError
+from .parallel import process_pool
 
 SCALE = 1.1
 VARIANTS: dict[str, dict] = {
@@ -201,7 +200,7 @@ def run_robustness(*, model_path: Path | None = None, trust_model: bool = False,
     else:
         # Workers predict with the model (OpenMP in scikit-learn's trees): a forked child of a process that has
         # already used OpenMP can deadlock in libgomp, so workers are spawned fresh.
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with process_pool(workers, spawn=True) as pool:
             for n, result in enumerate(pool.map(patient_rows, tasks), start=1):
                 collect(result, n)
     table = pd.DataFrame(rows)

@@ -6,7 +6,6 @@ PET grid. Segment IDs are not names: segments are always identified by name here
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import SimpleITK as sitk
 import slicerio
 
 from .errors import InputError
+from .files import read_json
 from .images import geometry_from_ijk_to_lps, ijk_to_lps, image_from_array, mask_bounds, read_image
 
 # Display colours (RGB 0-1) by structure type, close to Slicer's General Anatomy terminology colours.
@@ -28,6 +28,78 @@ STRUCTURE_COLORS = {
     "spleen": (0.62, 0.42, 0.62),
 }
 STRUCTURE_TYPE_TAG = "PSMADosePredict.StructureType"
+
+
+_FORBIDDEN_IN_NAMES = "|"  # separates Slicer's segment tags in the .seg.nrrd header
+_NAME_PLACEHOLDER = "psmadose-segment-name-{}"
+MAX_NAME_LENGTH = 200
+
+
+def check_segment_name(name: str, where) -> str:
+    """A segment name every format can hold: any Unicode letters, but no control characters (newline, tab), no
+    line/paragraph separators and no '|'. Refused with a one-line error, never rewritten."""
+    import unicodedata
+
+    if not name.strip():
+        raise InputError(f"{where}: a segment has an empty name; name every segment")
+    bad = [c for c in name if c in _FORBIDDEN_IN_NAMES or unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")]
+    if bad:
+        raise InputError(f"{where}: segment name {name!r} contains {bad[0]!r}, which the segmentation, CSV and "
+                         "report formats cannot hold; rename the segment (letters, digits, spaces, _ - . are fine)")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InputError(f"{where}: segment name {name[:40]!r}... is {len(name)} characters long (limit "
+                         f"{MAX_NAME_LENGTH}); give it a shorter name")
+    return name
+
+
+def _nrrd_unescape(value: str) -> str:
+    # teem writes key/value pairs with '\\' for a backslash and '\n' for a newline
+    out, index = [], 0
+    while index < len(value):
+        char = value[index]
+        if char == "\\" and index + 1 < len(value) and value[index + 1] in "\\n":
+            out.append("\n" if value[index + 1] == "n" else "\\")
+            index += 2
+            continue
+        out.append(char)
+        index += 1
+    return "".join(out)
+
+
+def _header_bytes(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 20)
+    end = head.find(b"\n\n")
+    return head if end < 0 else head[:end]
+
+
+def _utf8_segment_names(path: Path) -> list[str]:
+    """Segment names in header order, decoded as UTF-8 (as Slicer writes them; pynrrd drops non-ASCII bytes)."""
+    import re
+
+    names: dict[int, str] = {}
+    for line in _header_bytes(path).split(b"\n"):
+        match = re.match(rb"Segment(\d+)_Name:=(.*)$", line.rstrip(b"\r"))
+        if match:
+            try:
+                names[int(match.group(1))] = _nrrd_unescape(match.group(2).decode("utf-8"))
+            except UnicodeDecodeError:
+                raise InputError(f"{path}: segment {int(match.group(1)) + 1} has a name that is not UTF-8; rename "
+                                 "it in Slicer and save again") from None
+    return [names[index] for index in sorted(names)]
+
+
+def _write_utf8_names(path: Path, names: list[str]) -> None:
+    """Replace the ASCII placeholders slicerio wrote by the real (UTF-8, teem-escaped) names."""
+    data = Path(path).read_bytes()
+    end = data.find(b"\n\n")
+    header, rest = data[:end].split(b"\n"), data[end:]
+    for n, line in enumerate(header):
+        key, sep, value = line.partition(b":=")
+        if sep and value.startswith(b"psmadose-segment-name-"):
+            index = int(value.rsplit(b"-", 1)[1])
+            header[n] = key + b":=" + names[index].replace("\\", "\\\\").encode("utf-8")
+    Path(path).write_bytes(b"\n".join(header) + rest)
 
 
 @dataclass
@@ -60,10 +132,13 @@ def _read_seg_nrrd(path: Path) -> tuple[sitk.Image, list[RawSegment]]:
     geometry = image_from_array(np.zeros(shape_ijk[::-1], dtype=np.uint8), spacing=spacing, origin=origin,
                                 direction=direction)
     segments = []
-    for segment in seg.get("segments", []):
+    utf8_names = _utf8_segment_names(path)
+    listed = seg.get("segments", [])
+    for index, segment in enumerate(listed):
         mask_ijk = slicerio.segment_mask(seg, segment)
+        name = utf8_names[index] if len(utf8_names) == len(listed) else str(segment.get("name", segment.get("id")))
         segments.append(RawSegment(
-            name=str(segment.get("name", segment.get("id"))),
+            name=check_segment_name(name, path),
             mask=np.ascontiguousarray(mask_ijk.transpose(2, 1, 0)),
             color=tuple(float(c) for c in segment["color"]) if "color" in segment else None,
             tags=dict(segment.get("tags", {})),
@@ -77,9 +152,11 @@ def _read_labels(path: Path) -> tuple[sitk.Image, list[RawSegment]]:
         raise InputError(f"{path}: label image without labels.json beside it; add labels.json "
                          '{"1": "kidney_left", ...} naming each label')
     try:
-        names = json.loads(labels_json.read_text(encoding="utf-8"))
-        names = {int(k): str(v) for k, v in names.items()}
+        names = read_json(labels_json, "label list", max_bytes=1_000_000)
+        names = {int(k): check_segment_name(str(v), labels_json) for k, v in names.items()}
     except (ValueError, AttributeError) as exc:
+        if isinstance(exc, InputError):
+            raise
         raise InputError(f"{labels_json}: expected a JSON object {{\"1\": \"kidney_left\", ...}} ({exc})") from None
     image = read_image(path, "label")
     labels = sitk.GetArrayFromImage(image)
@@ -119,7 +196,9 @@ def write_segmentation(path: Path, reference: sitk.Image, segments: list[Segment
     for index, segment in enumerate(segments):
         if segment.mask.shape != shape_kji:
             raise ValueError(f"segment {segment.name!r}: mask shape {segment.mask.shape} is not the reference grid")
-        fields = {"id": f"Segment_{index + 1}", "name": segment.name, "color": [float(c) for c in segment.color],
+        check_segment_name(segment.name, path)
+        fields = {"id": f"Segment_{index + 1}", "name": _NAME_PLACEHOLDER.format(index),
+                  "color": [float(c) for c in segment.color],
                   "nameAutoGenerated": False, "colorAutoGenerated": False}
         if segment.structure_type:
             fields["tags"] = {STRUCTURE_TYPE_TAG: segment.structure_type}
@@ -150,3 +229,4 @@ def write_segmentation(path: Path, reference: sitk.Image, segments: list[Segment
            "ijkToLPS": ijk_to_lps(reference), "segments": fields_list,
            "containedRepresentationNames": ["Binary labelmap"], "masterRepresentation": "Binary labelmap"}
     slicerio.write_segmentation(str(path), seg)
+    _write_utf8_names(path, [segment.name for segment in segments])

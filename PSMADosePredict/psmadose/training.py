@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from sklearn.model_selection import GroupKFold
 
 from .domain import uptake_scale_reference
 from .errors import CancelledError, InputError
+from .files import read_json
 from .intervals import calibrate, interval_bounds, level_key, row_strata
 from .metrics import coverage, dose_metrics
 from .model import (
@@ -175,7 +175,8 @@ def cohort_description(cohort: Path) -> dict:
     info = {"directory": Path(cohort).name}
     cohort_json = Path(cohort) / "cohort.json"
     if cohort_json.is_file():
-        meta = json.loads(cohort_json.read_text(encoding="utf-8"))
+        meta = read_json(cohort_json, "cohort.json")
+        meta = meta if isinstance(meta, dict) else {}
         info.update({"preset": meta.get("preset", {}).get("name"), "seed": meta.get("seed"),
                      "simulator_version": meta.get("psmadose_version"), "note": meta.get("note")})
     return info

@@ -281,10 +281,11 @@ def check_same_frame(pet_uid: str | None, ct_uid: str | None, where: str) -> str
     return None
 
 
-def write_suv(suv: SuvImage, out: Path) -> Path:
+def write_suv(suv: SuvImage, out: Path, *, overwrite: bool = False, inputs=()) -> Path:
     """Write the SUV image (``out``, e.g. SUV.nrrd) and its JSON sidecar (same stem + .json), each atomically."""
     import json
 
+    from ..images import write_image
     from ..outputs import atomic_output_file
 
     out = Path(out)
@@ -296,7 +297,8 @@ def write_suv(suv: SuvImage, out: Path) -> Path:
     else:
         raise InputError(f"{out}: give an image file name ending in .nrrd or .nii.gz")
     sidecar = out.with_name(name + ".json")
-    with atomic_output_file(sidecar) as tmp_json, atomic_output_file(out) as tmp_image:
-        sitk.WriteImage(suv.image, str(tmp_image), useCompression=True)
+    with atomic_output_file(sidecar, overwrite, inputs) as tmp_json, \
+            atomic_output_file(out, overwrite, inputs) as tmp_image:
+        write_image(suv.image, tmp_image)
         tmp_json.write_text(json.dumps(suv.record, indent=2) + "\n", encoding="utf-8")
     return sidecar

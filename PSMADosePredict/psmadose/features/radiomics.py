@@ -24,7 +24,6 @@ import logging
 import math
 import warnings
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..images import image_from_array, mask_bounds
+from ..parallel import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +143,7 @@ class RadiomicsExtractor:
             for n in order:
                 results[n] = _extract_task(tasks[n], params)
         else:
-            with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), initializer=_init_worker,
-                                     initargs=(params,)) as pool:
+            with process_pool(min(workers, len(tasks)), initializer=_init_worker, initargs=(params,)) as pool:
                 futures = {n: pool.submit(_worker_task, tasks[n]) for n in order}
                 results = {n: future.result() for n, future in futures.items()}
         return _frame(params, [(t["name"], results[n]) for n, t in enumerate(tasks)])

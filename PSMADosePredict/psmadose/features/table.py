@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,8 @@ import pandas as pd
 
 from ..case import Case, read_case
 from ..errors import CancelledError, InputError
+from ..files import read_json
+from ..parallel import process_pool
 from .concentration import resolution_mm, tissue_concentration
 from .patient import burden_features, clinical_features, ratio_features
 from .uptake import segment_uptake
@@ -80,7 +80,9 @@ def simulator_oracle(directory: Path) -> dict[str, float]:
     path = directory / "simulation.json"
     if not path.is_file():
         return {}
-    truth = json.loads(path.read_text(encoding="utf-8"))
+    truth = read_json(path, "simulation.json")
+    if not isinstance(truth, dict):
+        return {}
     return {s["name"]: s["oracle_gy_per_gbq"] for s in truth.get("structures", []) if s.get("oracle_gy_per_gbq")}
 
 
@@ -114,7 +116,7 @@ def features_for_cases(cases: Sequence[Path], *, require_doses: bool = False, wo
         for n, task in enumerate(tasks, start=1):
             collect(_case_features(task), n)
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with process_pool(workers) as pool:
             for n, result in enumerate(pool.map(_case_features, tasks, chunksize=4), start=1):
                 collect(result, n)
     table = pd.concat(frames, ignore_index=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from ..case import write_case
 from ..clinical import validate_clinical
 from ..errors import CancelledError, InputError
 from ..outputs import atomic_output_dir
+from ..parallel import process_pool
 from ..segmentation import STRUCTURE_COLORS, SegmentToWrite
 from .patient import VirtualPatient, lesion_counts_for_total, sample_patient
 from .render import Grid, draw_imaging, render
@@ -152,17 +153,12 @@ def simulate_cohort(out: Path, preset_name: str = "demo", *, n_patients: int | N
                 if progress and progress(len(results), len(tasks)) is False:
                     raise CancelledError("simulation cancelled")
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with process_pool(workers) as pool:
                 futures = [pool.submit(build_case, task) for task in tasks]
-                try:
-                    for future in as_completed(futures):
-                        results.append(future.result())
-                        if progress and progress(len(results), len(tasks)) is False:
-                            raise CancelledError("simulation cancelled")
-                except BaseException:
-                    for future in futures:
-                        future.cancel()
-                    raise
+                for future in as_completed(futures):
+                    results.append(future.result())
+                    if progress and progress(len(results), len(tasks)) is False:
+                        raise CancelledError("simulation cancelled")
         preset = PRESETS[preset_name]
         cohort = {"preset": asdict(preset), "n_patients": len(tasks), "seed": tasks[0]["seed"],
                   "n_tumours": sum(r["n_lesions"] for r in results), "psmadose_version": __version__,
