@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from psmadose.evaluation import evaluate_command
-from psmadose.modelfile import BUNDLED_MODEL_NAME, CARD_FILE
+from psmadose.modelfile import BUNDLED_MODEL_NAME, CARD_FILE, write_card
 from psmadose.robustness import run_robustness
 from psmadose.simulate.cohort import PRESETS, simulate_cohort
 from psmadose.training import train_command
@@ -59,8 +59,7 @@ def build(workdir: Path, workers: int) -> dict:
     card["robustness"] = {k: v for k, v in robustness.items() if k != "phantoms"}
     card["robustness"]["phantoms"] = {key: block["organs"] for key, block in robustness["phantoms"].items()}
     card["build_platform"] = build_platform()
-    (model_dir / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return card
+    return write_card(model_dir, card)
 
 
 def build_platform() -> dict:
@@ -70,7 +69,7 @@ def build_platform() -> dict:
     return {"machine": platform.machine(), "cpu_features": sorted(k for k, v in __cpu_features__.items() if v)}
 
 
-def install(model_dir: Path, sha256: str) -> None:
+def install(model_dir: Path, sha256: str, card_sha256: str) -> None:
     target = MODELS / BUNDLED_MODEL_NAME
     if target.exists():
         shutil.rmtree(target)
@@ -80,8 +79,10 @@ def install(model_dir: Path, sha256: str) -> None:
     source = MODELFILE.read_text(encoding="utf-8")
     source, n = re.subn(r'^BUNDLED_MODEL_SHA256 = ".*"$', f'BUNDLED_MODEL_SHA256 = "{sha256}"', source,
                         flags=re.MULTILINE)
-    if n != 1:
-        raise SystemExit("could not pin the sha256 in modelfile.py")
+    source, m = re.subn(r'^BUNDLED_CARD_SHA256 = ".*"$', f'BUNDLED_CARD_SHA256 = "{card_sha256}"', source,
+                        flags=re.MULTILINE)
+    if n != 1 or m != 1:
+        raise SystemExit("could not pin the sha256 values in modelfile.py")
     MODELFILE.write_text(source, encoding="utf-8")
 
 
@@ -96,7 +97,7 @@ def main() -> None:
     try:
         card = build(workdir, args.workers)
         if not args.no_install:
-            install(workdir / "model", card["sha256"])
+            install(workdir / "model", card["sha256"], card["card_sha256"])
         print(json.dumps({"sha256": card["sha256"], "model_id": card["model_id"],
                           "cv": {g: {k: m[k] for k in ("selected", "mape", "baseline_mape", "r2")}
                                  for g, m in card["metrics"].items()}}, indent=2))

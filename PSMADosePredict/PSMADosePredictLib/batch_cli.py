@@ -72,11 +72,11 @@ def run(args: argparse.Namespace, logCallback=None) -> dict:
 
     scene = _ensureScene()
     logic = DosePredictLogic(logCallback=logCallback)
-    check_output_dir(args.out, args.overwrite)
+    check_output_dir(args.out, args.overwrite, inputs=(args.cases,))
     logic.loadModel(args.model, trust=args.trust_model)  # fail once, early, on a bad model
     caseDirs = list_cases(args.cases)
     results = []
-    with atomic_output_dir(args.out, args.overwrite) as tmp:
+    with atomic_output_dir(args.out, args.overwrite, inputs=(args.cases,)) as tmp:
         for number, caseDir in enumerate(caseDirs, start=1):
             logic.log(f"[{number}/{len(caseDirs)}] {caseDir.name}")
             nodes = []
@@ -131,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     sys.stdout.write(f"{summary['succeeded']} case(s) predicted, {summary['failed']} failed; "
                      f"see {args.out / 'batch_summary.csv'}\n")
+    if summary["failed"]:
+        from psmadose.batch import failure_line
+
+        sys.stderr.write(failure_line(summary, args.out) + "\n")
     return 0 if summary["failed"] == 0 else 2
 
 

@@ -67,11 +67,21 @@ def run_batch(cases: Path, out: Path, *, model_path: Path | None = None, trust_m
     return summary
 
 
+def failure_line(summary: dict, out: Path) -> str:
+    """The one 'error:' line of a batch with failed cases (the successful ones are in ``out``)."""
+    first = summary["first_failure"]
+    message = " ".join(str(first["message"]).split())[:300]
+    return (f"error: {summary['failed']} of {summary['succeeded'] + summary['failed']} case(s) failed (first: "
+            f"{first['case_id']}: {message}); the others are in {out}; see batch_summary.csv, fix those cases "
+            "and rerun them")
+
+
 def write_batch_summary(path: Path, results: list[dict]) -> dict:
     """batch_summary.csv (case_id, status, n_segments, message) and the counts of successes and failures."""
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=["case_id", "status", "n_segments", "message"])
         writer.writeheader()
         writer.writerows({key: csv_cell(value) for key, value in row.items()} for row in results)
-    failed = sum(r["status"] != "ok" for r in results)
-    return {"succeeded": len(results) - failed, "failed": failed}
+    failures = [r for r in results if r["status"] != "ok"]
+    return {"succeeded": len(results) - len(failures), "failed": len(failures),
+            "first_failure": failures[0] if failures else None}

@@ -252,12 +252,14 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_batch(args) -> int:
-    from .batch import run_batch
+    from .batch import failure_line, run_batch
 
     with _Progress("predicting") as progress:
         summary = run_batch(args.cases, args.out, model_path=args.model, trust_model=args.trust_model,
                             workers=args.workers, overwrite=args.overwrite, progress=progress)
     print(f"{summary['succeeded']} case(s) predicted, {summary['failed']} failed; see {args.out}/batch_summary.csv")
+    if summary["failed"]:
+        sys.stderr.write(failure_line(summary, args.out) + "\n")
     return 0 if summary["failed"] == 0 else 2
 
 

@@ -25,8 +25,9 @@ MODEL_FILE = "model.skops"
 CARD_FILE = "model_card.json"
 RADIOMICS_FILE = "radiomics_params.yaml"  # pyradiomics settings, present when the model uses radiomics
 BUNDLED_MODEL_NAME = "psmadose-virtual-v2"
-# Pinned by `python -m psmadose.train_bundled` (tools/build_bundled_model.sh); checked by tests.
+# Pinned by tools/build_bundled_model.py (model bytes; card content digest); checked at every load and by tests.
 BUNDLED_MODEL_SHA256 = "1b5caf545981057c9edfef0545336d161ae6d4ba7b93ce64eb08ebd5e2c65d9e"
+BUNDLED_CARD_SHA256 = "846ebc594b4738a647f7cebd129dfa343e71ed6ae356731bfb46634d59b946f1"
 
 ALLOWED_TYPES = sorted({
     "psmadose.model.DoseModelSet", "psmadose.model.DoseModel", "psmadose.model.PopulationMeanRegressor",
@@ -110,8 +111,34 @@ def save_model(model_set, card: dict, directory: Path) -> dict:
     card["model_file"] = MODEL_FILE
     card["format"] = "skops (no pickle); load with psmadose.modelfile.load_model"
     (Path(directory) / MODEL_FILE).write_bytes(data)
+    return write_card(directory, card)
+
+
+def card_digest(card: dict) -> str:
+    """sha256 of the card's content (canonical JSON, without the ``card_sha256`` field that holds it)."""
+    content = {key: value for key, value in card.items() if key != "card_sha256"}
+    return sha256_bytes(json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode())
+
+
+def write_card(directory: Path, card: dict) -> dict:
+    """Write model_card.json with its content digest (``card_sha256``): an edited card is refused at load."""
+    card = dict(card)
+    card["card_sha256"] = card_digest(card)
     (Path(directory) / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return card
+
+
+def check_card(card: dict, card_path: Path, digest: str, is_bundled: bool) -> None:
+    """The card belongs to this model.skops and was not edited since psmadose wrote it."""
+    if card.get("card_sha256") != card_digest(card):
+        raise InputError(f"{card_path}: the model card was edited after training (its content does not match its "
+                         "card_sha256); restore the model folder as written by 'psmadose train'")
+    if not str(card.get("model_id", "")).endswith(digest[:12]):
+        raise InputError(f"{card_path}: model_id {card.get('model_id')!r} does not name this model.skops "
+                         f"(sha256 {digest[:12]}...); restore the model folder")
+    if is_bundled and card["card_sha256"] != BUNDLED_CARD_SHA256:
+        raise InputError(f"{card_path}: the bundled model's card differs from the one pinned in psmadose; "
+                         "reinstall psmadose")
 
 
 def load_model(path: Path | None = None, *, trust: bool = False) -> LoadedModel:
@@ -147,6 +174,7 @@ def load_model(path: Path | None = None, *, trust: bool = False) -> LoadedModel:
     if not is_bundled and not trust:
         raise InputError(f"{directory}: this is not the bundled model; loading another model requires explicit "
                          "trust (--trust-model) — only do that for a model you or your site trained")
+    check_card(card, card_path, digest, is_bundled)
     try:
         untrusted = sio.get_untrusted_types(data=data)
     except Exception as exc:  # not a skops archive at all
