@@ -102,6 +102,23 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+# Mass balance: the SUVbw-weighted volume of the whole PET field of view is the fraction of the (decay-corrected)
+# injected activity inside it, times the patient's mass. It cannot exceed 1 (0.3-0.8 on our virtual patients,
+# whose field of view is the torso); beyond the margin below the PET is not SUVbw for this patient's weight.
+MAX_ACTIVITY_FRACTION_IN_VIEW = 1.3
+
+
+def check_mass_balance(pet: sitk.Image, pet_array: np.ndarray, weight_kg: float, pet_path: Path) -> None:
+    """Refuse a PET holding more activity than was injected (by SUVbw's definition): kBq/mL, Bq/mL, or a SUV
+    computed with another weight or activity."""
+    fraction = float(pet_array.sum(dtype=np.float64)) * voxel_volume_ml(pet) / (weight_kg * 1000.0)
+    if fraction > MAX_ACTIVITY_FRACTION_IN_VIEW:
+        raise InputError(f"{pet_path}: the PET holds {fraction:.2g} x the injected activity (sum of SUV x volume / "
+                         f"body mass, with weight_kg {weight_kg:g}); SUVbw cannot exceed 1 (mass balance): the PET "
+                         "is not in SUVbw for this patient (kBq/mL? another weight or activity?) — convert it with "
+                         "'psmadose suv' or fix the scale")
+
+
 def _find_segmentation(directory: Path) -> Path | None:
     for name in (SEGMENTATION_FILE, LABELS_FILE, "labels.nii", "labels.nrrd"):
         if (directory / name).is_file():
@@ -163,6 +180,7 @@ def read_case(directory: Path, *, require_doses: bool = False,
 
     clinical, clinical_warnings = read_clinical(directory / "clinical.json")
     warnings += clinical_warnings
+    check_mass_balance(pet, pet_array, dicom_weight_kg or clinical.weight_kg, pet_path)
     if dicom_weight_kg is not None and abs(dicom_weight_kg - clinical.weight_kg) > 0.05 * clinical.weight_kg:
         warnings.append(f"{directory}: clinical.json weight_kg {clinical.weight_kg:g} and the PET's DICOM "
                         f"PatientWeight {dicom_weight_kg:g} kg differ by more than 5%; the SUV uses the DICOM weight "

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
+import numpy as np
+
 from .errors import InputError
 from .files import read_json
 
@@ -114,6 +116,65 @@ def save_model(model_set, card: dict, directory: Path) -> dict:
     return write_card(directory, card)
 
 
+MAX_ARCHIVE_BYTES = 200_000_000  # uncompressed; psmadose models are ~2 MB
+MAX_ARRAY_BYTES = 50_000_000
+
+
+def _declared_npy_bytes(head: bytes) -> int | None:
+    """Bytes an .npy member declares (shape x item size) from its header, or None if it has no valid header."""
+    if not head.startswith(b"\x93NUMPY") or len(head) < 10:
+        return None
+    size_bytes = 2 if head[6] == 1 else 4
+    length = int.from_bytes(head[8:8 + size_bytes], "little")
+    header = head[8 + size_bytes: 8 + size_bytes + length].decode("latin-1")
+    shape = re.search(r"'shape':\s*\(([^)]*)\)", header)
+    descr = re.search(r"'descr':\s*'([^']+)'", header)
+    try:
+        if descr is not None:  # the common case, without the slow literal_eval
+            itemsize = np.dtype(descr.group(1)).itemsize
+        else:  # structured dtypes (the trees' node arrays)
+            import ast
+
+            itemsize = np.lib.format.descr_to_dtype(ast.literal_eval(header)["descr"]).itemsize
+        dims = [int(d) for d in shape.group(1).replace(" ", "").split(",") if d]
+    except (ValueError, TypeError, SyntaxError, KeyError, AttributeError, MemoryError, RecursionError):
+        return None
+    return int(np.prod(dims, dtype=np.float64)) * itemsize
+
+
+def check_archive(data: bytes, model_path: Path) -> None:
+    """Before skops reads anything: a zip whose declared sizes are bounded, whose arrays' headers declare what the
+    members hold (no 8 GB array behind a small file) and where every array is used by the schema."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = archive.infolist()
+        if "schema.json" not in archive.namelist():
+            raise zipfile.BadZipFile("no schema.json")
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise InputError(f"{model_path}: not a skops model file ({exc}); give a model written by "
+                         "'psmadose train'") from None
+    total = sum(member.file_size for member in members)
+    if total > MAX_ARCHIVE_BYTES:
+        raise InputError(f"{model_path}: the archive declares {total / 1e6:.0f} MB of content (limit "
+                         f"{MAX_ARCHIVE_BYTES / 1e6:.0f} MB); this is not a psmadose model")
+    used = set(re.findall(r'"([^"]+\.npy)"', archive.read("schema.json").decode("utf-8", "replace")))
+    for member in members:
+        if not member.filename.endswith(".npy"):
+            continue
+        if member.filename not in used:
+            raise InputError(f"{model_path}: holds {member.filename}, which the model does not use; the archive was "
+                             "altered — restore or retrain the model")
+        with archive.open(member) as handle:
+            declared = _declared_npy_bytes(handle.read(4096))
+        if declared is None:
+            raise InputError(f"{model_path}: array {member.filename} is damaged (no readable .npy header); restore "
+                             "or retrain the model")
+        if declared > MAX_ARRAY_BYTES or declared > member.file_size:
+            raise InputError(f"{model_path}: array {member.filename} declares {declared / 1e6:.0f} MB in a member of "
+                             f"{member.file_size / 1e6:.3f} MB; the archive is damaged or forged — restore or "
+                             "retrain the model")
+
+
 def card_digest(card: dict) -> str:
     """sha256 of the card's content (canonical JSON, without the ``card_sha256`` field that holds it)."""
     content = {key: value for key, value in card.items() if key != "card_sha256"}
@@ -175,6 +236,7 @@ def load_model(path: Path | None = None, *, trust: bool = False) -> LoadedModel:
         raise InputError(f"{directory}: this is not the bundled model; loading another model requires explicit "
                          "trust (--trust-model) — only do that for a model you or your site trained")
     check_card(card, card_path, digest, is_bundled)
+    check_archive(data, model_path)
     try:
         untrusted = sio.get_untrusted_types(data=data)
     except Exception as exc:  # not a skops archive at all

@@ -21,6 +21,17 @@ from .errors import InputError
 MARKER = ".psmadose-output"  # written into every output directory: psmadose replaces only what it wrote
 
 
+def _check_length(out: Path) -> None:
+    """Refuse names the file system cannot hold before any work (255 bytes a component, 4096 a path)."""
+    longest = max((len(part.encode("utf-8", "surrogateescape")) for part in out.parts), default=0)
+    if longest > 255 - 40:  # room for the '.<name>.tmp-XXXXXXXX' working copy
+        raise InputError(f"{str(out)[:80]}...: a folder or file name of {longest} bytes is too long (limit about "
+                         "215); choose a shorter --out")
+    if len(str(out).encode("utf-8", "surrogateescape")) > 4000:
+        raise InputError(f"{str(out)[:80]}...: the path is too long ({len(str(out))} characters); choose a "
+                         "shorter --out")
+
+
 def _protected(out: Path, inputs) -> None:
     resolved = out.resolve()
     for name, place in (("the working directory", Path.cwd()), ("your home folder", Path.home()),
@@ -40,6 +51,7 @@ def check_output_dir(out: Path, overwrite: bool, inputs=()) -> Path:
     if str(out).strip() in ("", "."):
         raise InputError("--out is empty or '.': give a new folder name for the output (e.g. --out results)")
     out = Path(out).absolute()
+    _check_length(out)
     _protected(out, inputs)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: output exists and is not a directory; choose another --out")
@@ -113,6 +125,7 @@ def check_output_file(out: Path, overwrite: bool, inputs=()) -> Path:
     if str(out).strip() in ("", "."):
         raise InputError("--out is empty or '.': give a file name for the output (e.g. --out suv.nrrd)")
     out = Path(out).absolute()
+    _check_length(out)
     if out.is_dir():
         raise InputError(f"{out}: is a directory; give a file name")
     for given in inputs:

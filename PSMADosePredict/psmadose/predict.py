@@ -135,7 +135,14 @@ def predict_case(case: Case, loaded: LoadedModel, activity_gbq: float | None = N
         "input_sha256": {k: sha256_file(v) for k, v in case.input_files.items()},
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    result = PredictionResult(case.case_id, predictions, activity, cycles, provenance, list(case.warnings))
+    warnings = list(case.warnings)
+    from .domain import uptake_scale_reason
+
+    scale = uptake_scale_reason(getattr(loaded.model_set, "uptake_reference", {}), table)
+    if scale:  # the whole PET's scale, not one segment: said once for the case, and on the terminal
+        warnings.append(f"{case.case_id}: {scale}; organ doses are flagged out of domain")
+        log.warning("%s: %s; organ doses are flagged out of domain", case.case_id, scale)
+    result = PredictionResult(case.case_id, predictions, activity, cycles, provenance, warnings)
     from .explain import explain_predictions
     from .planning import planning_summary
 
@@ -209,8 +216,8 @@ def run_predict(case_dir: Path, out: Path, *, activity_gbq: float | None = None,
     check_output_dir(out, overwrite, inputs=(case_dir,))
     if activity_gbq is not None:
         check_activity(activity_gbq)
+    case = read_case(case_dir)  # the case first: its mistakes are the common ones, and reading it is quick
     loaded = load_model(model_path, trust=trust_model)
-    case = read_case(case_dir)
     result = predict_case(case, loaded, activity_gbq)
     with atomic_output_dir(out, overwrite, inputs=(case_dir,)) as tmp:
         write_prediction(tmp, case, result, loaded)

@@ -47,7 +47,7 @@ def check_segment_name(name: str, where) -> str:
         raise InputError(f"{where}: segment name {name!r} contains {bad[0]!r}, which the segmentation, CSV and "
                          "report formats cannot hold; rename the segment (letters, digits, spaces, _ - . are fine)")
     if len(name) > MAX_NAME_LENGTH:
-        raise InputError(f"{where}: segment name {name[:40]!r}... is {len(name)} characters long (limit "
+        raise InputError(f"{where}: segment name {name[:40]!r}... is too long ({len(name)} characters, limit "
                          f"{MAX_NAME_LENGTH}); give it a shorter name")
     return name
 

@@ -27,7 +27,7 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 from psmadose.dose_colors import dose_to_rgb
-from psmadose.modelfile import BUNDLED_MODEL_SHA256, CARD_FILE, MODEL_FILE, bundled_model_dir
+from psmadose.modelfile import BUNDLED_MODEL_SHA256, CARD_FILE, MODEL_FILE, bundled_model_dir, write_card
 from psmadose.predict import CSV_COLUMNS, REFERENCE_ORGAN_COLOR
 from psmadose.segmentation import SegmentToWrite, read_segmentation, write_segmentation
 
@@ -424,7 +424,8 @@ def test_foreign_file_as_model(pristine_case, tmp_path, cli):
     model.mkdir()
     payload = b"this is not a model\n"
     (model / MODEL_FILE).write_bytes(payload)
-    (model / CARD_FILE).write_text(json.dumps({"model_id": "foreign", "sha256": hashlib.sha256(payload).hexdigest()}))
+    digest = hashlib.sha256(payload).hexdigest()
+    write_card(model, {"model_id": f"foreign-{digest[:12]}", "sha256": digest})  # a card in psmadose's format
     result, parent = _predict_with_model(pristine_case, tmp_path, cli, model, "--trust-model")
     assert_bad_input(result, "skops", parent)
 

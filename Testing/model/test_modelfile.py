@@ -64,10 +64,15 @@ def test_tampered_model_is_refused(model_dir, tmp_path):
 
 
 def _with_card(directory, data: bytes):
+    """A card as psmadose writes it (content digest, model id naming the file): a forger who knows the format
+    gets past the card checks, so the defences behind them are what these tests exercise."""
     import hashlib
 
+    from psmadose.modelfile import write_card
+
     (directory / MODEL_FILE).write_bytes(data)
-    (directory / CARD_FILE).write_text(json.dumps({"sha256": hashlib.sha256(data).hexdigest()}))
+    digest = hashlib.sha256(data).hexdigest()
+    write_card(directory, {"sha256": digest, "model_id": f"forged-{digest[:12]}"})
     return directory
 
 
