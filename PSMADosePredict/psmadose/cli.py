@@ -52,6 +52,7 @@ class _Progress:
         self.bar = None
 
     def __call__(self, done: int, total: int):
+        check_stop()
         if self.bar is None:
             from tqdm import tqdm
 
@@ -369,12 +370,30 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
+_stop_requested: list[int] = []  # the first signal; later ones must not interrupt the cleanup it started
+
+
+def _stop_exception(signum: int) -> KeyboardInterrupt:
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
+
+
 def _on_signal(signum, frame):
-    for other in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second signal must not interrupt cleanup
-        signal.signal(other, signal.SIG_IGN)
-    if signum == signal.SIGINT:
-        raise KeyboardInterrupt
-    raise Terminated(signum)
+    if _stop_requested:
+        return
+    _stop_requested.append(signum)
+    # Python drops an exception raised while it runs fork callbacks (e.g. logging's): the progress callback
+    # re-raises from the recorded signal, so a stop is never lost.
+    raise _stop_exception(signum)
+
+
+def check_stop() -> None:
+    """Raise the pending stop if a signal arrived but its exception was swallowed."""
+    if _stop_requested and not _stop_raised and sys.exc_info()[1] is None:  # not while already unwinding
+        _stop_raised.append(True)
+        raise _stop_exception(_stop_requested[0])
+
+
+_stop_raised: list[bool] = []
 
 
 def _install_signal_handlers() -> None:
@@ -386,6 +405,7 @@ def _install_signal_handlers() -> None:
 
 
 def _stopped(exc: BaseException) -> int:
+    _stop_raised.append(True)
     signum = getattr(exc, "signum", signal.SIGINT)
     name = signal.Signals(signum).name if not isinstance(exc, CancelledError) else "cancel"
     sys.stderr.write(f"error: stopped ({name}); temporary outputs removed, nothing was written\n")
