@@ -118,6 +118,8 @@ REFUSED = [
      "7053"),
     ("CNTS without any Philips factor", dict(tags={"Units": "CNTS"}), "7053"),
     ("GML with SUVType BSA", dict(tags={"Units": "GML", "SUVType": "BSA"}), "SUVType = BSA"),
+    ("RescaleSlope 0 on one slice (never replaced by 1)",
+     dict(slice_tags=lambda k: {"RescaleSlope": "0"} if k == 3 else {}), "RescaleSlope"),
     ("PatientSize 17.5 for GML SUVType LBM", dict(tags={"Units": "GML", "SUVType": "LBM", "PatientSize": 17.5}),
      "PatientSize"),
     ("injection 12 h before the scan (F-18)",

@@ -139,6 +139,25 @@ def _stored_pixels(ds, path: Path, shape: tuple[int, int]) -> np.ndarray:
                          "series uncompressed") from None
 
 
+def _rescale(ds, path: Path) -> tuple[float, float]:
+    """RescaleSlope/RescaleIntercept of one slice (absent: 1 and 0); a zero or non-finite slope is refused, never
+    replaced by 1."""
+    values = []
+    for keyword, default in (("RescaleSlope", 1.0), ("RescaleIntercept", 0.0)):
+        raw = ds.get(keyword)
+        if raw is None or str(raw).strip() == "":
+            values.append(default)
+            continue
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise InputError(f"{path}: DICOM tag {keyword} = {raw!r} is not a number; fix the export") from None
+        if not math.isfinite(value) or (keyword == "RescaleSlope" and value == 0.0):
+            raise InputError(f"{path}: DICOM tag {keyword} = {raw!r} cannot scale the pixel values; fix the export")
+        values.append(value)
+    return values[0], values[1]
+
+
 def _drop_duplicate_files(found: list, along: np.ndarray, tolerance: float, folder: Path) -> tuple[list, list]:
     """Remove copies of one file (same SOPInstanceUID at one position); other shared positions are refused."""
     keep, dropped = [0], []
@@ -248,8 +267,7 @@ def _read_sorted(folder: Path, modality: str) -> _Slices:
     intercepts = np.empty(len(found))
     for k, (path, ds) in enumerate(found):
         stored[k] = _stored_pixels(ds, path, shape)
-        slopes[k] = float(ds.get("RescaleSlope", 1.0) or 1.0)
-        intercepts[k] = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+        slopes[k], intercepts[k] = _rescale(ds, path)
         del ds.PixelData  # keep the header only
     geometry["warnings"] = warnings
     frame = {str(ds.get("FrameOfReferenceUID", "")) for _, ds in found} - {""}

@@ -499,7 +499,7 @@ def _from_stored_suv(tags: dict, units: str, record: dict) -> float:
         record.update(stored_ideal_body_weight_kg=size)
         _warn(record, "Units GML with SUVType IBW: turned into SUVbw with the Devine ideal body weight; vendors' IBW "
                       "formulas differ: check one value against the scanner's SUVbw")
-    if not 0.0 < size <= weight * 1.5:
+    if not 0.0 < size <= (weight if suv_type == "LBM" else math.inf):  # a lean mass above the weight is no mass
         raise InputError(f"DICOM tags PatientWeight {weight:g} kg, PatientSize {height:g} m and PatientSex {sex} "
                          f"give {size:.1f} kg by the {formula.split('(')[0].strip()}: the stored "
                          f"SUV{suv_type.lower()} cannot be turned back into SUVbw; check the tags")
