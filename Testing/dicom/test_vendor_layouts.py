@@ -299,3 +299,4 @@ def test_case_with_weight_in_grams_is_read_with_a_warning(tmp_path, demo_case):
     # SUVbw with the weight in kg (QIBA START, 300 MBq at 08:00, scan 10:00), not 1000x that.
     assert np.allclose(loaded.pet_array, written.values * 1000 * weight / DECAYED_2H, rtol=1e-6)
     assert not any("differ by more than 5%" in w for w in loaded.warnings)  # the converted weight agrees
+    assert any("PatientWeight" in w and "grams" in w for w in loaded.warnings)  # reported with the case

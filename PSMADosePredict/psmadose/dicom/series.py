@@ -423,11 +423,12 @@ class SuvImage:
 
 
 def read_pet_suv(folder: Path, method: str = "bw", *, keep_identifiers: bool = False,
-                 strict_range: bool = False) -> SuvImage:
+                 strict_range: bool = False, quiet: bool = False) -> SuvImage:
     """The PET series in ``folder`` converted to SUV with ``method`` (bw, lbm, bsa).
 
     A maximum SUVbw outside 0.5-1000 is a warning naming the most likely wrong tag; with ``strict_range`` (a PET
-    read for a prediction) it is an error."""
+    read for a prediction) it is an error. Warnings are logged and kept in ``record["warnings"]``; ``quiet`` leaves
+    the logging to a caller that reports them itself."""
     slices = _read_sorted(folder, "PT")
     tags, slice_tags = series_pet_tags(slices.datasets)
     result: SuvFactors = suv_factors(tags, slice_tags, method)
@@ -448,7 +449,7 @@ def read_pet_suv(folder: Path, method: str = "bw", *, keep_identifiers: bool = F
         raise InputError(f"{folder}: PET converted from DICOM: {reason}")
     if reason:
         record["warnings"].append(reason)
-    for message in record["warnings"]:
+    for message in record["warnings"] if not quiet else ():
         log.warning("%s: %s", folder, message)
     if not record["warnings"]:
         del record["warnings"]
