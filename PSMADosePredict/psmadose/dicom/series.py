@@ -394,14 +394,35 @@ def _same(a, b) -> bool:
         return str(a).strip() == str(b).strip()
 
 
+# Tags behind PET_SERIES_TAGS (and the private blocks they may sit in): slices whose raw bytes of all of these equal
+# the first slice's need no value-by-value comparison (the fast path of series_pet_tags).
+_SIGNATURE_TAGS = (0x00541001, 0x00280051, 0x00541102, 0x00080021, 0x00080031, 0x00101030, 0x00101020, 0x00100040,
+                   0x00541006, 0x00540016, 0x70530010, 0x70531000, 0x70531009, 0x00090010, 0x00090011, 0x00090012,
+                   0x0009100D, 0x0009110D, 0x0009120D)
+
+
+def _raw_signature(ds) -> tuple:
+    """The undecoded bytes of the series-level tags; an element pydicom already decoded never matches (then the
+    values are compared one by one)."""
+    signature = []
+    for tag in _SIGNATURE_TAGS:
+        item = ds.get_item(tag)
+        raw = getattr(item, "value", None) if item is not None and type(item).__name__ == "RawDataElement" else item
+        signature.append(raw if item is None or isinstance(raw, bytes) else object())
+    return tuple(signature)
+
+
 def series_pet_tags(datasets: list) -> tuple[dict, list[dict]]:
     """Series-level tags (checked identical on every slice) and per-slice acquisition tags."""
+    signatures = [_raw_signature(ds) for ds in datasets]  # before any value is decoded
     tags = pet_tags(datasets[0])
     if datasets[0].get("RadiopharmaceuticalInformationSequence") in (None, []) and \
             str(tags.get("Units", "")).upper() not in ("GML", "CM2ML"):
         raise InputError("DICOM tag RadiopharmaceuticalInformationSequence (0054,0016) is missing; the injected "
                          "activity and time are needed for the SUV")
-    for ds in datasets[1:]:
+    for ds, signature in zip(datasets[1:], signatures[1:]):
+        if signature == signatures[0]:  # byte for byte the same series-level tags
+            continue
         other = pet_tags(ds)
         for key in PET_SERIES_TAGS:
             if not _same(tags.get(key), other.get(key)) and not (
