@@ -43,6 +43,7 @@ def test_gml_suvlbm_james_back_to_suvbw(sex, lbm_kg):
     result = suv_factors(base(Units="GML", SUVType="LBM", PatientSex=sex), one())
     assert result.factor == pytest.approx(80 / lbm_kg, rel=1e-12)
     assert "James" in result.record["units_rule"] and result.record["suv_type"] == "LBM"
+    assert any("Janmahasatian" in w for w in result.record["warnings"])  # the formula is an assumption: said
     # ... and on to SUL (Janmahasatian): SUVbw * LBM_janma / W.
     bmi = 80 / 1.8**2
     janma = 9270 * 80 / ((6680 + 216 * bmi) if sex == "M" else (8780 + 244 * bmi))

@@ -489,10 +489,13 @@ def _from_stored_suv(tags: dict, units: str, record: dict) -> float:
         size = lean_body_mass_james_kg(weight, height, sex)
         formula = "James 1976 lean body mass (1.10 W - 128 (W/H)^2 men, 1.07 W - 148 (W/H)^2 women; GE)"
         record.update(stored_lean_body_mass_kg=size)
-        manufacturer = _text(tags.get("Manufacturer")).upper()
-        if manufacturer and "GE" not in manufacturer.split() and "GE MEDICAL" not in manufacturer:
-            _warn(record, f"Units GML with SUVType LBM from {_text(tags.get('Manufacturer'))}: turned into SUVbw with "
-                          "the James lean body mass GE uses; check one value against the scanner's SUVbw")
+        # James is what GE (and most workstations) used; Tahari et al. (J Nucl Med 2014;55:1481) recommend
+        # Janmahasatian for newer ones. Which one made the stored SUVlbm is not in the header: say how much it matters.
+        other = lean_body_mass_kg(weight, height, sex)
+        manufacturer = _text(tags.get("Manufacturer")) or "an unknown manufacturer"
+        _warn(record, f"Units GML with SUVType LBM from {manufacturer}: turned into SUVbw with the James lean body "
+                      f"mass ({size:.1f} kg, as GE uses); had the scanner used Janmahasatian ({other:.1f} kg) the SUVs "
+                      f"would be {100 * (other / size - 1):+.0f} %: check one value against the scanner's SUVbw")
     else:
         size = ideal_body_weight_kg(height, sex)
         formula = "Devine 1974 ideal body weight (50 kg men, 45.5 kg women, + 2.3 kg per inch above 5 ft)"
