@@ -55,7 +55,7 @@ def write_series(folder: Path, *, modality: str = "PT", n_slices: int = 12, rows
                  slice_tags=None, philips: dict | None = None, ge_scan_datetime: str | None = None,
                  radionuclide_code: str | None = None, drop_slices=(), seed: int = 0,
                  intercept: float = 0.0, series_uid: str | None = None, along=None,
-                 philips_creator: bool = True,
+                 philips_creator: bool = True, second_radiopharm=None,
                  implicit_vr: bool = False) -> WrittenSeries:
     """Write one series. ``tags`` override/extend BASE_PET (value None deletes the tag); ``slice_tags(k)`` gives
     extra tags for slice k (spatial order); ``drop_slices`` leaves those spatial indices out (missing slices).
@@ -140,7 +140,14 @@ def write_series(folder: Path, *, modality: str = "PT", n_slices: int = 12, rows
             if rp.get("__omit__"):
                 pass
             else:
-                ds.RadiopharmaceuticalInformationSequence = Sequence([item])
+                items = [item]
+                for extra in second_radiopharm or ():  # further items (a second tracer)
+                    other = Dataset()
+                    for keyword, value in {**rp, **extra}.items():
+                        if value is not None:
+                            setattr(other, keyword, value)
+                    items.append(other)
+                ds.RadiopharmaceuticalInformationSequence = Sequence(items)
             if philips and philips_creator:
                 block = ds.private_block(0x7053, "Philips PET Private Group", create=True)
                 if "suv" in philips:

@@ -416,6 +416,14 @@ def series_pet_tags(datasets: list) -> tuple[dict, list[dict]]:
     """Series-level tags (checked identical on every slice) and per-slice acquisition tags."""
     signatures = [_raw_signature(ds) for ds in datasets]  # before any value is decoded
     tags = pet_tags(datasets[0])
+    items = datasets[0].get("RadiopharmaceuticalInformationSequence") or []
+    described = {tuple(str(item.get(k, "")) for k in ("RadionuclideTotalDose", "RadionuclideHalfLife",
+                                                       "RadiopharmaceuticalStartDateTime",
+                                                       "RadiopharmaceuticalStartTime")) for item in items}
+    if len(described) > 1:
+        raise InputError(f"DICOM tag RadiopharmaceuticalInformationSequence (0054,0016) describes {len(described)} "
+                         "different administrations (activity, half-life or time); an SUV needs one: keep the item "
+                         "of the tracer imaged")
     if datasets[0].get("RadiopharmaceuticalInformationSequence") in (None, []) and \
             str(tags.get("Units", "")).upper() not in ("GML", "CM2ML"):
         raise InputError("DICOM tag RadiopharmaceuticalInformationSequence (0054,0016) is missing; the injected "
