@@ -145,7 +145,8 @@ def read_case(directory: Path, *, require_doses: bool = False,
         from .dicom.series import read_pet_suv
 
         pet_path = directory / "pet"
-        suv = read_pet_suv(pet_path, "bw")
+        suv = read_pet_suv(pet_path, "bw", strict_range=True, quiet=True)  # implausible SUV: names the wrong tag
+        warnings += [f"{pet_path}: {message}" for message in suv.record.get("warnings", [])]  # units guessed etc.
         pet, dicom_weight_kg, pet_frame = suv.image, suv.record.get("patient_weight_kg"), suv.frame_of_reference_uid
     else:
         pet = read_image(pet_path, "PET")

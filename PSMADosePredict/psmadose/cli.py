@@ -309,8 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=("bw", "lbm", "bsa"), default="bw",
                    help="bw: body weight (g/mL); lbm: SUL, Janmahasatian lean body mass; bsa: Du Bois (cm2/mL)")
     p.add_argument("--keep-identifiers", action="store_true",
-                   help="copy PatientName/PatientID/PatientBirthDate, UIDs and dates into the outputs "
-                   "(default: left out)")
+                   help="copy patient name/ID/birth date, UIDs and dates into the outputs (default: left out)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=cmd_suv)
 

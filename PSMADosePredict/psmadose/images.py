@@ -63,10 +63,11 @@ def read_image(path: Path, what: str) -> sitk.Image:
     return image
 
 
-def write_image(image: sitk.Image, path: Path, compress: bool = True) -> None:
-    """Write an image; a full disk becomes an OSError (ENOSPC) naming the file, not an ITK stack message."""
+def write_image(image: sitk.Image, path: Path, compress: bool = True, level: int = -1) -> None:
+    """Write an image (``level``: gzip level, -1 the default); a full disk becomes an OSError (ENOSPC) naming the
+    file, not an ITK stack message."""
     try:
-        sitk.WriteImage(image, str(path), useCompression=compress)
+        sitk.WriteImage(image, str(path), useCompression=compress, compressionLevel=level)
     except RuntimeError:
         raise_if_disk_full(path, image.GetNumberOfPixels() * image.GetSizeOfPixelComponent())
         raise

@@ -14,7 +14,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
 PATIENT_NAME = "Testpatient^Zebulon"
 PATIENT_ID = "PID-987654321"
@@ -54,9 +54,17 @@ def write_series(folder: Path, *, modality: str = "PT", n_slices: int = 12, rows
                  angle_deg: float = 0.0, tags: dict | None = None, radiopharm: dict | None = None,
                  slice_tags=None, philips: dict | None = None, ge_scan_datetime: str | None = None,
                  radionuclide_code: str | None = None, drop_slices=(), seed: int = 0,
-                 intercept: float = 0.0, series_uid: str | None = None) -> WrittenSeries:
+                 intercept: float = 0.0, series_uid: str | None = None, along=None,
+                 philips_creator: bool = True, second_radiopharm=None,
+                 implicit_vr: bool = False) -> WrittenSeries:
     """Write one series. ``tags`` override/extend BASE_PET (value None deletes the tag); ``slice_tags(k)`` gives
-    extra tags for slice k (spatial order); ``drop_slices`` leaves those spatial indices out (missing slices)."""
+    extra tags for slice k (spatial order); ``drop_slices`` leaves those spatial indices out (missing slices).
+
+    Vendor layouts: ``philips`` {"suv": .., "activity": ..} writes (7053,1000)/(7053,1009), with the private creator
+    "Philips PET Private Group" at (7053,0010) unless ``philips_creator`` is False (as some exports write them);
+    ``ge_scan_datetime`` writes GE (0009,100d) under "GEMS_PETD_01"; ``along`` gives each slice's position along the
+    normal (mm; bed gaps, overlaps) instead of k * slice_spacing; ``implicit_vr`` writes Implicit VR Little Endian
+    (private values then come back as raw bytes)."""
     rng = np.random.default_rng(seed)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -86,7 +94,7 @@ def write_series(folder: Path, *, modality: str = "PT", n_slices: int = 12, rows
         ds.file_meta.MediaStorageSOPClassUID = ("1.2.840.10008.5.1.4.1.1.128" if modality == "PT"
                                                 else "1.2.840.10008.5.1.4.1.1.2")
         ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit_vr else ExplicitVRLittleEndian
         ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
         ds.Modality = modality
@@ -98,7 +106,8 @@ def write_series(folder: Path, *, modality: str = "PT", n_slices: int = 12, rows
         ds.FrameOfReferenceUID = frame_uid
         ds.InstanceNumber = int(instance_numbers[index])
         ds.ImageOrientationPatient = [f"{v:.10g}" for v in (*row, *col)]
-        position = np.asarray(origin, dtype=float) + k * slice_spacing * normal
+        offset = k * slice_spacing if along is None else float(along[k])
+        position = np.asarray(origin, dtype=float) + offset * normal
         ds.ImagePositionPatient = [f"{v:.10g}" for v in position]
         ds.PixelSpacing = [f"{v:.10g}" for v in pixel_spacing]
         ds.SliceThickness = f"{slice_spacing:g}"
@@ -131,19 +140,32 @@ def write_series(folder: Path, *, modality: str = "PT", n_slices: int = 12, rows
             if rp.get("__omit__"):
                 pass
             else:
-                ds.RadiopharmaceuticalInformationSequence = Sequence([item])
-            if philips:
+                items = [item]
+                for extra in second_radiopharm or ():  # further items (a second tracer)
+                    other = Dataset()
+                    for keyword, value in {**rp, **extra}.items():
+                        if value is not None:
+                            setattr(other, keyword, value)
+                    items.append(other)
+                ds.RadiopharmaceuticalInformationSequence = Sequence(items)
+            if philips and philips_creator:
                 block = ds.private_block(0x7053, "Philips PET Private Group", create=True)
                 if "suv" in philips:
                     block.add_new(0x00, "DS", f"{philips['suv']:.10g}")
                 if "activity" in philips:
                     block.add_new(0x09, "DS", f"{philips['activity']:.10g}")
+            elif philips:  # the elements at their usual Philips place, (7053,0010) creator left out
+                if "suv" in philips:
+                    ds.add_new((0x7053, 0x1000), "DS", f"{philips['suv']:.10g}")
+                if "activity" in philips:
+                    ds.add_new((0x7053, 0x1009), "DS", f"{philips['activity']:.10g}")
             if ge_scan_datetime:
                 block = ds.private_block(0x0009, "GEMS_PETD_01", create=True)
                 block.add_new(0x0D, "DT", ge_scan_datetime)
         path = folder / f"IMG{names[index]:05d}.dcm"
         pydicom.dcmwrite(path, ds, enforce_file_format=True)
         files.append(path)
+    first = keep[0] * slice_spacing if along is None else float(along[keep[0]])
     return WrittenSeries(folder=folder, values=values, origin=np.asarray(origin, dtype=float)
-                         + keep[0] * slice_spacing * normal, row=row, col=col, normal=normal,
+                         + first * normal, row=row, col=col, normal=normal,
                          pixel_spacing=tuple(pixel_spacing), slice_spacing=slice_spacing, files=files)

@@ -102,10 +102,17 @@ def test_gml_and_ge_private_time(tmp_path):
 def test_acquisition_earlier_than_series_and_day_before(tmp_path):
     write_series(tmp_path / "acq", tags={"SeriesTime": "120000"},
                  slice_tags=lambda k: {"AcquisitionTime": f"10{k:02d}00"})
-    assert read_pet_suv(tmp_path / "acq").record["scan_datetime"] == "2024-01-05T10:00:00"
-    write_series(tmp_path / "day", radiopharm={"RadiopharmaceuticalStartDateTime": "20240104220000",
-                                                "RadiopharmaceuticalStartTime": "220000"})
-    assert read_pet_suv(tmp_path / "day").record["decay_time_s"] == 12 * 3600
+    assert read_pet_suv(tmp_path / "acq", keep_identifiers=True).record["scan_datetime"] == "2024-01-05T10:00:00"
+    # Injection the day before (full datetime): 23:00 -> scan 01:00 is 2 h.
+    write_series(tmp_path / "day", tags={"SeriesTime": "010000", "AcquisitionTime": "010000"},
+                 radiopharm={"RadiopharmaceuticalStartDateTime": "20240104230000",
+                             "RadiopharmaceuticalStartTime": "230000"})
+    assert read_pet_suv(tmp_path / "day").record["decay_time_s"] == 2 * 3600
+    # 22:00 the day before -> 10:00 is 12 h of F-18 uptake (< 10 % left): a wrong date is more likely; refused.
+    write_series(tmp_path / "long", radiopharm={"RadiopharmaceuticalStartDateTime": "20240104220000",
+                                                 "RadiopharmaceuticalStartTime": "220000"})
+    with pytest.raises(InputError, match="uptake time 12.0 h"):
+        read_pet_suv(tmp_path / "long")
 
 
 def test_half_life_from_code_sequence(tmp_path):
@@ -200,9 +207,10 @@ def test_cli_suv(tmp_path, cli):
     assert np.allclose(sitk.GetArrayFromImage(image), written.values * expected, rtol=1e-6)
     sidecar = json.loads((tmp_path / "SUL.json").read_text())
     assert sidecar["suv_factor"] == pytest.approx(expected) and sidecar["method"].startswith("SUL")
-    for key in ("units", "decay_correction", "scan_datetime_rule", "injection_datetime", "half_life_source",
-                "injected_activity_bq", "patient_weight_kg", "patient_height_m", "patient_sex"):
+    for key in ("units", "decay_correction", "scan_datetime_rule", "injection_datetime_rule", "uptake_time_min",
+                "half_life_source", "injected_activity_bq", "patient_weight_kg", "patient_height_m", "patient_sex"):
         assert key in sidecar
+    assert sidecar["uptake_time_min"] == pytest.approx(120.0)
 
     write_series(tmp_path / "noweight", tags={"PatientWeight": None})
     failed = cli("suv", tmp_path / "noweight", "--out", tmp_path / "bad.nrrd")

@@ -74,10 +74,20 @@ def test_injection_the_day_before_uses_full_datetimes():
     assert result.factor == pytest.approx(80000.0 / (300e6 * 2 ** (-7200 / F18_S)), rel=1e-12)
 
 
-def test_start_time_without_date_later_than_scan_is_an_error_not_a_guess():
-    tags = base(RadiopharmaceuticalStartDateTime=None, RadiopharmaceuticalStartTime="230000", SeriesTime="010000")
+def test_start_time_without_date_across_midnight_is_the_day_before():
+    # QIBA: "start Date is not explicit ... assume same as Series Date; but consider spanning midnight". Injection
+    # 23:30 (time only), scan 00:30 on SeriesDate: on SeriesDate the injection would follow the scan, so it was the
+    # day before: 1 h uptake, and a warning (a guess, however safe).
+    tags = base(RadiopharmaceuticalStartDateTime=None, RadiopharmaceuticalStartTime="233000", SeriesTime="003000")
+    result = suv_factors(tags, slices("003000"))
+    assert result.record["decay_time_s"] == 3600
+    assert result.factor == pytest.approx(80000.0 / (300e6 * 2 ** (-3600 / F18_S)), rel=1e-12)
+    assert "day before" in result.record["injection_datetime_rule"]
+    assert any("RadiopharmaceuticalStartTime" in w for w in result.record["warnings"])
+    # Injection 12:00 (time only), scan 10:00: the day before would be 22 h of F-18 uptake (> 6.1 h): refused.
+    tags = base(RadiopharmaceuticalStartDateTime=None, RadiopharmaceuticalStartTime="120000")
     with pytest.raises(InputError, match="RadiopharmaceuticalStartDateTime"):
-        suv_factors(tags, slices("010000"))
+        suv_factors(tags, slices("100000"))
 
 
 def test_start_time_on_series_date():
@@ -107,16 +117,19 @@ def test_cornerstone_scan_time_vectors():
     result = suv_factors(tags, slices("095010.12001", "094710.12004", "095340.12001", date="20201127"))
     assert result.record["scan_datetime"] == "2020-11-27T09:30:10.100010"
     # ... and the GEPrivatePostInjectionDateTime case: series 13:30:10 later than acquisition 12:30:10 -> GE time.
+    # (Their injection at 08:00 the day before would be 34.5 h of F-18 uptake, refused here as implausible; the
+    # injection is moved to 16:00 on the scan day: the vector is about which scan time is chosen.)
     tags = base(SeriesDate="20201127", SeriesTime="133010", GEPrivateScanDateTime="20201128183010",
-                RadiopharmaceuticalStartDateTime="20201127080000")
+                RadiopharmaceuticalStartDateTime="20201128160000")
     result = suv_factors(tags, slices("123010", date="20201127"))
     assert result.record["scan_datetime"] == "2020-11-28T18:30:10"
 
 
 def test_cornerstone_factor_vectors():
     # calculateSUVScalingFactors.test.ts: BQML, ADMIN, weight 75 kg, height 1.85 m, M, dose 100 Bq (their toy dose;
-    # ours refuses < 1e4 Bq as a unit error, so both sides are scaled by 1e6: factors scale by 1e-6).
-    tags = base(DecayCorrection="ADMIN", RadionuclideHalfLife=10, RadionuclideTotalDose=100e6,
+    # ours refuses activities outside 37 MBq-1.11 GBq, so both sides are scaled by 1e6: factors scale by 1e-6; their
+    # toy half-life 10 s, unused with ADMIN, is no PET nuclide and refused here: F-18's is used instead).
+    tags = base(DecayCorrection="ADMIN", RadionuclideHalfLife=F18_S, RadionuclideTotalDose=100e6,
                 RadiopharmaceuticalStartDateTime="20201023095417", SeriesDate="20201023", SeriesTime="095417",
                 PatientWeight=75, PatientSize=1.85, PatientSex="M")
     one = slices("095417", date="20201023")
@@ -193,7 +206,7 @@ def test_missing_or_contradictory_tags_are_named(changes, tag):
 @pytest.mark.parametrize("changes, method, tag", [
     ({"PatientSize": None}, "lbm", "PatientSize"),
     ({"PatientSex": "O"}, "lbm", "PatientSex"),
-    ({"PatientSize": 180}, "bsa", "PatientSize"),  # centimetres instead of metres
+    ({"PatientSize": 17.5}, "bsa", "PatientSize"),  # neither metres nor centimetres
     ({"PatientWeight": None, "Units": "GML"}, "bsa", "PatientWeight"),
 ])
 def test_body_size_tags_needed_by_the_method(changes, method, tag):
