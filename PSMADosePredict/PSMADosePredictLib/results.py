@@ -59,7 +59,8 @@ def applyDoseColors(segmentationNode, result: PredictionResult) -> dict[str, tup
     """Colour every predicted segment by its predicted Gy/GBq; segments without a prediction turn grey.
 
     The original colour is kept in a segment tag (``restoreOriginalColors`` puts it back); the predicted
-    type and dose are stored as tags too (``PREDICTED_TYPE_TAG``, ``DOSE_TAG``). Returns the colour given to each segment, by name.
+    type and dose are stored as tags too (``PREDICTED_TYPE_TAG``, ``DOSE_TAG``). Returns the colour given to each
+    segment, by name.
     """
     doses = {p.segment: p for p in result.predictions}
     segmentation = segmentationNode.GetSegmentation()

@@ -17,12 +17,7 @@ from PSMADosePredictLib import RESULT_COLUMNS, DosePredictLogic, caseFromNodes
 from PSMADosePredictLib.convert import segmentIdByName
 from PSMADosePredictLib.results import LEGEND_DOSES_GY_PER_GBQ, PREDICTED_TYPE_TAG
 
-from .mrml_helpers import (
-    DEFAULT_TAG_KEYS,
-    load_segmentation_with_slicer,
-    segment_tag as segmentTag,
-    write_segmentation_with_slicer,
-)
+from .mrml_helpers import DEFAULT_TAG_KEYS, load_segmentation_with_slicer, segment_tag, write_segmentation_with_slicer
 
 pytestmark = pytest.mark.mrml
 
@@ -134,8 +129,8 @@ def test_results_written_back_to_colours_table_plots_legend(loaded, core_result)
 def test_dose_coloured_segmentation_round_trips_through_seg_nrrd(loaded, tmp_path, mrml_scene):
     logic, nodes, _ = loaded
     segmentation = nodes.segmentationNode.GetSegmentation()
-    before = {segmentation.GetNthSegment(i).GetName(): segmentTag(segmentation.GetNthSegment(i),
-                                                                   "PSMADosePredict.StructureType")
+    before = {segmentation.GetNthSegment(i).GetName(): segment_tag(segmentation.GetNthSegment(i),
+                                                                    "PSMADosePredict.StructureType")
               for i in range(segmentation.GetNumberOfSegments())}
     outputs = logic.predict(nodes.petNode, nodes.segmentationNode, nodes.clinical, nodes.ctNode)
     path = write_segmentation_with_slicer(nodes.segmentationNode, tmp_path / "dose.seg.nrrd", mrml_scene)
