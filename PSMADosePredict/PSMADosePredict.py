@@ -72,11 +72,11 @@ def _pipInstall(arguments: list) -> None:
         slicer.util.pip_install(arguments, interactive=False)  # the user has already confirmed
 
 
-def installDependencies(missing, parent=None) -> bool:
-    """Install ``missing`` one package at a time behind a modal progress dialog; True when all are installed.
+def _installRequirements(missing, beforeEach=None) -> bool:
+    """``slicer.util.pip_install`` of each missing requirement, Slicer's own packages pinned (pip constraints).
 
-    Raises ``subprocess.CalledProcessError`` when pip fails (the caller shows one line; pip's output is in the
-    Python console). Cancel stops before the next package.
+    ``beforeEach(index, requirement)`` returning False stops before that package. True when nothing is missing
+    afterwards. Raises ``subprocess.CalledProcessError`` when pip fails (its output is in the Python console).
     """
     import importlib
     import tempfile
@@ -86,23 +86,31 @@ def installDependencies(missing, parent=None) -> bool:
         constraints = os.path.join(folder, "slicer-constraints.txt")
         with open(constraints, "w", encoding="utf-8") as handle:
             handle.write("\n".join(dependencies.constraintLines(installed)) + "\n")
-        dialog = slicer.util.createProgressDialog(parent=parent, value=0, maximum=len(missing),
-                                                  windowTitle=_("Installing Python packages"), labelText="")
-        dialog.setWindowModality(qt.Qt.ApplicationModal)
-        try:
-            for index, requirement in enumerate(missing):
-                dialog.labelText = _("Installing {requirement} ({n} of {total})...").format(
-                    requirement=requirement.requirement, n=index + 1, total=len(missing))
-                dialog.value = index
-                slicer.app.processEvents()
-                if dialog.wasCanceled:
-                    return False
-                _pipInstall(dependencies.pipArguments(requirement, constraints))
-            dialog.value = len(missing)
-        finally:
-            dialog.close()
+        for index, requirement in enumerate(missing):
+            if beforeEach is not None and beforeEach(index, requirement) is False:
+                return False
+            _pipInstall(dependencies.pipArguments(requirement, constraints))
     importlib.invalidate_caches()
     return not missingDependencies()
+
+
+def installDependencies(missing, parent=None) -> bool:
+    """Install ``missing`` one package at a time behind a modal progress dialog; Cancel stops before the next."""
+    dialog = slicer.util.createProgressDialog(parent=parent, value=0, maximum=len(missing),
+                                              windowTitle=_("Installing Python packages"), labelText="")
+    dialog.setWindowModality(qt.Qt.ApplicationModal)
+
+    def beforeEach(index, requirement):
+        dialog.labelText = _("Installing {requirement} ({n} of {total})...").format(
+            requirement=requirement.requirement, n=index + 1, total=len(missing))
+        dialog.value = index
+        slicer.app.processEvents()
+        return not dialog.wasCanceled
+
+    try:
+        return _installRequirements(missing, beforeEach)
+    finally:
+        dialog.close()
 
 
 #
@@ -304,8 +312,9 @@ class PSMADosePredictWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         button = qt.QPushButton(_("Install Python packages"))
         button.connect("clicked(bool)", lambda _checked=False: self._onInstallDependencies())
         layout.addWidget(button)
+        layout.addStretch(1)  # inside the panel: the main panel replaces it whole after installation
+        panel.setSizePolicy(qt.QSizePolicy.Preferred, qt.QSizePolicy.Expanding)
         self.layout.addWidget(panel)
-        self.layout.addStretch(1)
         self._dependencyPanel = panel
 
     def _onInstallDependencies(self) -> None:
@@ -314,6 +323,7 @@ class PSMADosePredictWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._dependencyPanel.hide()
         self.layout.removeWidget(self._dependencyPanel)
+        self._dependencyPanel.setParent(None)
         self._dependencyPanel = None
         self._setupMain()
         self.enter()
@@ -364,7 +374,7 @@ class PSMADosePredictWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _run(self, handler, waitCursor: bool = False) -> None:
         """Run a button's handler: bad input -> one line; Cancel -> a log line; a bug -> Slicer's error display."""
-        from psmadose.errors import CancelledError
+        from psmadose.errors import CancelledError, InputError
 
         try:
             if waitCursor:
@@ -374,7 +384,9 @@ class PSMADosePredictWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 handler()
         except CancelledError:
             self.log(_("Cancelled."))
-        except ValueError as exc:  # psmadose.errors.InputError is a ValueError: the user's problem, said in one line
+        except ValueError as exc:  # InputError, and the Lib's ValueErrors: the user's problem, said in one line
+            if not isinstance(exc, InputError):
+                logging.warning("PSMADosePredict: %s", exc, exc_info=True)  # the traceback stays in the log
             slicer.util.errorDisplay(str(exc), windowTitle=_("PSMA Dose Predict"))
         except Exception as exc:
             logging.exception("PSMADosePredict failed")
@@ -722,25 +734,13 @@ class PSMADosePredictLogic(ScriptedLoadableModuleLogic):
     def loadCase(self, directory):
         return self.lib.loadCase(directory)
 
-    def ensureDependencies(self) -> None:
-        """Install missing requirements without asking (scripts and self-tests); raises on failure."""
-        import importlib
-
+    @staticmethod
+    def ensureDependencies() -> None:
+        """Install missing requirements without asking (scripts, self-test); raises when some are still missing."""
         missing = missingDependencies()
-        for requirement in missing:
-            installed = dependencies.installedVersions()
-            import tempfile
-
-            with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
-                handle.write("\n".join(dependencies.constraintLines(installed)) + "\n")
-            try:
-                _pipInstall(dependencies.pipArguments(requirement, handle.name))
-            finally:
-                os.remove(handle.name)
-        importlib.invalidate_caches()
-        still = missingDependencies()
-        if still:
-            raise RuntimeError("still missing after installation: " + ", ".join(m.describe() for m in still))
+        if missing and not _installRequirements(missing):
+            still = ", ".join(m.describe() for m in missingDependencies())
+            raise RuntimeError(f"Python packages still missing after installation: {still}")
 
 
 #

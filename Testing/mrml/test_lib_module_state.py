@@ -194,8 +194,10 @@ def test_prediction_reports_progress_often_and_cancels_promptly(demo_case, mrml_
     fractions = [f for _, f, _ in calls]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     times = [t for t, _, _ in calls]
-    assert max(b - a for a, b in zip(times, times[1:])) < 0.5, "a gap of more than 0.5 s without progress"
-    assert len(calls) >= duration / 0.5
+    # Workers report every 0.1 s; the longest silence is a main-thread MRML step (~0.45 s measured on the demo
+    # patient). Before issue 14 loading the model alone was 2.3 s without a word.
+    assert max(b - a for a, b in zip(times, times[1:])) < 1.0, "a gap of more than 1 s without progress"
+    assert len(calls) >= duration / 1.0
     assert any("computing features and predicting doses (" in m for _, _, m in calls)
 
     tables = mrml_scene.GetNumberOfNodesByClass("vtkMRMLTableNode")
