@@ -184,3 +184,14 @@ def test_module_loads_and_reports_what_is_missing(stock_slicer_python):
     # Sample Data's loader refuses cleanly without the packages: one logged line, no exception.
     assert result["canLoad"] is True and result["readerLoaded"] is False
     assert len(result["errors"]) == 1 and "Python packages it needs are not installed" in result["errors"][0]
+
+
+def test_batch_script_says_what_to_install(stock_slicer_python, tmp_path):
+    """The headless batch script in the same stock-Slicer Python: exit 2 and one line, no traceback."""
+    done = subprocess.run([sys.executable, "-S", str(MODULE_DIR / "PSMADosePredictLib" / "batch_cli.py"),
+                           "--cases", str(tmp_path), "--out", str(tmp_path / "out")],
+                          env=stock_slicer_python, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: missing Python packages scikit-learn==1.9.1")
+    assert "requirements.txt" in lines[0] and not (tmp_path / "out").exists()
