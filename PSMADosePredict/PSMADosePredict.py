@@ -333,6 +333,9 @@ class PSMADosePredictWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _setupMain(self) -> None:
         from PSMADosePredictLib.segmenttypes import SegmentListObserver
 
+        problem = dependencies.foreignCoreProblem(MODULE_DIR)
+        if problem:  # another copy of psmadose is already in use: predictions would not be this module's
+            slicer.util.warningDisplay(problem, windowTitle=_("PSMA Dose Predict"))
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/PSMADosePredict.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -759,7 +762,7 @@ class PSMADosePredictTest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         self.setUp()
-        PSMADosePredictLogic().ensureDependencies()
+        PSMADosePredictLogic.ensureDependencies()  # static: a Logic instance would import the core first
         self.test_PredictVirtualPatient()
         self.setUp()
         self.test_SampleDataEntry()
