@@ -125,7 +125,7 @@ class PSMADosePredict(ScriptedLoadableModule):
         # Same translation context as Slicer's own categories, so the category is translated (and merged) alike.
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Nuclear Medicine")]
         self.parent.dependencies = []
-        self.parent.contributors = ["PSMADosePredict team (PSMADosePredict project, github.com/psmadosepredict)"]
+        self.parent.contributors = ["PSMADosePredict team (github.com/psmadosepredict)"]
         self.parent.helpText = _("""
 Predicts, before the first cycle, the absorbed dose (Gy/GBq, Gy per cycle and cumulative Gy) that each tumour
 and organ at risk (kidneys, parotid, submandibular and lacrimal glands) will receive in 177Lu-PSMA radioligand
@@ -192,18 +192,27 @@ class PSMADosePredictFileReader:
     def canLoadFile(self, filePath):
         return str(filePath).lower().endswith(".psmavp.json")
 
+    def canLoadFileConfidence(self, filePath):
+        # Above the generic readers' default (0.5 + 0.01 * extension length) for our recipes only.
+        return 0.9 if self.canLoadFile(filePath) else 0.0
+
+    def _error(self, message: str) -> bool:
+        logging.error(message)
+        if hasattr(self.parent, "userMessages"):  # shown by Slicer's IO manager after loading
+            self.parent.userMessages().AddMessage(vtk.vtkCommand.ErrorEvent, message)
+        return False
+
     def load(self, properties):
         missing = missingDependencies()
         if missing and not askAndInstall(missing):
-            logging.error(_("PSMA virtual patient not loaded: the Python packages it needs are not installed "
-                            "(open the PSMA Dose Predict module to install them)."))
-            return False
+            return self._error(_("PSMA virtual patient not loaded: the Python packages it needs are not installed "
+                                 "(open the PSMA Dose Predict module to install them)."))
         try:
             logic = PSMADosePredictLogic()
             case = logic.loadVirtualPatientFromRecipe(properties["fileName"])
-        except Exception as exc:  # the IO manager only logs; one line is enough for a generated case
-            logging.error(_("PSMA virtual patient not loaded: {error}").format(error=exc))
-            return False
+        except Exception as exc:  # one line is enough for a generated case; the traceback goes to the log
+            logging.debug("PSMA virtual patient", exc_info=True)
+            return self._error(_("PSMA virtual patient not loaded: {error}").format(error=exc))
         self.parent.loadedNodes = [node.GetID() for node in (case.petNode, case.ctNode, case.segmentationNode)
                                    if node is not None]
         return True
