@@ -22,9 +22,11 @@ from pathlib import Path
 try:
     from packaging.requirements import InvalidRequirement, Requirement
     from packaging.utils import canonicalize_name
+    from packaging.version import InvalidVersion, Version
 except ImportError:  # a Python without the standalone packaging distribution still has pip's copy
     from pip._vendor.packaging.requirements import InvalidRequirement, Requirement
     from pip._vendor.packaging.utils import canonicalize_name
+    from pip._vendor.packaging.version import InvalidVersion, Version
 
 MODULE_DIR = Path(__file__).resolve().parents[1]
 REQUIREMENTS_FILE = MODULE_DIR / "Resources" / "requirements.txt"
@@ -113,9 +115,22 @@ def checkRequirements(path: str | Path = REQUIREMENTS_FILE,
 
 
 def constraintLines(installed: Mapping[str, str]) -> list[str]:
-    """pip constraints pinning the packages Slicer provides to their installed versions."""
-    return [f"{name}=={installed[canonicalize_name(name)]}" for name in SLICER_PROVIDED
-            if canonicalize_name(name) in installed]
+    """pip constraints pinning the packages Slicer provides to their installed versions.
+
+    A version that is not PEP 440 (possible for a package Slicer builds itself) is left out: pip would reject the
+    whole constraints file. None of the requirements depends on such a package (SimpleITK, pydicom).
+    """
+    lines = []
+    for name in SLICER_PROVIDED:
+        version = installed.get(canonicalize_name(name))
+        if version is None:
+            continue
+        try:
+            Version(version)
+        except InvalidVersion:
+            continue
+        lines.append(f"{name}=={version}")
+    return lines
 
 
 def pipArguments(missing: MissingRequirement, constraintsFile: str | Path) -> list[str]:

@@ -83,6 +83,8 @@ def test_requirements_are_the_lock_files_versions_and_the_bundled_models():
 def test_pip_gets_slicer_packages_as_constraints(tmp_path):
     assert constraintLines(SLICER_5_10) == ["numpy==2.2.6", "scipy==1.15.3", "SimpleITK==2.5.0",
                                             "pydicom==2.4.4", "pillow==11.1.0"]
+    assert constraintLines(dict(SLICER_5_10, simpleitk="2.4.0-g5d51a")) == [
+        "numpy==2.2.6", "scipy==1.15.3", "pydicom==2.4.4", "pillow==11.1.0"]  # not PEP 440: pip would refuse
     missing = checkRequirements(installed=SLICER_5_10)
     constraints = tmp_path / "with space" / "c.txt"
     assert pipArguments(missing[0], constraints) == ["scikit-learn==1.9.1", "-c", str(constraints)]
