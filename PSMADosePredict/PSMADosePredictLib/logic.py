@@ -19,6 +19,7 @@ import math
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,10 +50,15 @@ def runInWorker(function: Callable[[], object], progressCallback: ProgressCallba
     outcome: dict[str, object] = {}
 
     def target():
-        try:
-            outcome["value"] = function()
-        except BaseException as exc:  # re-raised in the calling thread
-            outcome["error"] = exc
+        # Nothing may reach Qt from this thread (Slicer's console is a widget): Python warnings are recorded here
+        # and re-issued by the calling thread; ``function`` must not log through a GUI callback either.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            try:
+                outcome["value"] = function()
+            except BaseException as exc:  # re-raised in the calling thread
+                outcome["error"] = exc
+        outcome["warnings"] = caught
 
     worker = threading.Thread(target=target, name=f"PSMADosePredict: {message}", daemon=True)
     began = time.monotonic()
@@ -69,6 +75,8 @@ def runInWorker(function: Callable[[], object], progressCallback: ProgressCallba
             cancelled = CancelledError(f"cancelled ({message})")
             cancelled.worker = worker
             raise cancelled
+    for caught in outcome.get("warnings", []):
+        warnings.warn_explicit(caught.message, caught.category, caught.filename, caught.lineno)
     if "error" in outcome:
         raise outcome["error"]
     return outcome.get("value"), None
@@ -134,15 +142,25 @@ class DosePredictLogic:
 
     def loadModel(self, path: str | Path | None = None, trust: bool = False) -> LoadedModel:
         """The bundled model (path None or empty) or another model directory, which needs ``trust=True``."""
+        loaded, fresh = self._loadModelQuietly(path, trust)
+        if fresh:
+            self._logModel(loaded)
+        return loaded
+
+    def _loadModelQuietly(self, path, trust: bool) -> tuple[LoadedModel, bool]:
+        """(model, newly loaded); no logging, so that it can run in a worker thread."""
         path = Path(path) if path else None
         current = self._model
         wanted = None if path is None else (path.parent if path.is_file() else path).resolve()
         if current is None or (wanted is None) != current.bundled or (
                 wanted is not None and current.path.resolve() != wanted):
             self._model = load_model(path, trust=trust)
-            self.log(f"Model {self._model.model_id} loaded ({'bundled' if self._model.bundled else 'trusted file'}, "
-                     f"sha256 {self._model.sha256[:12]}...)")
-        return self._model
+            return self._model, True
+        return current, False
+
+    def _logModel(self, loaded: LoadedModel) -> None:
+        self.log(f"Model {loaded.model_id} loaded ({'bundled' if loaded.bundled else 'trusted file'}, "
+                 f"sha256 {loaded.sha256[:12]}...)")
 
     @staticmethod
     def modelSummary(loaded: LoadedModel) -> str:
@@ -201,8 +219,10 @@ class DosePredictLogic:
         self._progress(progressCallback, 0.0, "loading the model")
         if activityGbq is not None:
             check_activity(activityGbq)
-        loaded = self._inWorker(lambda: self.loadModel(modelPath, trust=trustModel), progressCallback, 0.0, 0.2,
-                                "loading the model", 2.5)
+        loaded, fresh = self._inWorker(lambda: self._loadModelQuietly(modelPath, trustModel), progressCallback,
+                                       0.0, 0.2, "loading the model", 2.5)
+        if fresh:
+            self._logModel(loaded)
         self._progress(progressCallback, 0.2, "reading PET, CT and segments")
         case = caseFromNodes(petNode, segmentationNode, clinical, ctNode, structureTypes=structureTypes)
         for message in case.warnings:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 
 import pytest
@@ -183,13 +184,22 @@ def test_prediction_keeps_types_from_names(demo_case, mrml_scene):
 
 def test_prediction_reports_progress_often_and_cancels_promptly(demo_case, mrml_scene):
     """Finding 8: progress several times a second through the long steps; Cancel answers at once, writes
-    nothing into the scene, and the next prediction still works."""
-    logic = DosePredictLogic(logCallback=lambda m: None)
+    nothing into the scene, and the next prediction still works. Callbacks (GUI code in Slicer) are only ever
+    called from the calling thread, although the long steps run in a worker."""
+    threads, messages = [], []
+    logic = DosePredictLogic(logCallback=lambda m: (threads.append(threading.current_thread()), messages.append(m)))
     nodes = logic.loadCase(demo_case, mrml_scene)
     calls = []
     started = time.monotonic()
+
+    def progress(fraction, message):
+        threads.append(threading.current_thread())
+        calls.append((time.monotonic() - started, fraction, message))
+
     logic.predict(nodes.petNode, nodes.segmentationNode, nodes.clinical, nodes.ctNode, writeBack=False,
-                  progressCallback=lambda f, m: calls.append((time.monotonic() - started, f, m)))
+                  progressCallback=progress)
+    assert any(m.startswith("Model ") for m in messages)  # loaded in the worker, logged by the calling thread
+    assert set(threads) == {threading.main_thread()}
     duration = time.monotonic() - started
     fractions = [f for _, f, _ in calls]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
