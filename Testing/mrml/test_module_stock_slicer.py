@@ -17,7 +17,9 @@ How the environment is made (issue 14, finding 1). A child Python is started wit
 
 The child imports the real ``PSMADosePredict.py`` and its Lib, asks the module what is missing, creates the module
 object, and loads the Sample Data recipe through the module's file reader in testing mode (which must refuse
-cleanly, with one logged line, instead of raising). It must import nothing of the core's dependencies.
+cleanly, with one logged line, instead of raising). It must import nothing of the core's dependencies, and a
+``psmadose`` placed in site-packages (as a pip install would; Slicer appends module folders behind site-packages)
+must not shadow the module's own.
 
 Not covered here (needs Slicer's GUI): the widget's dependency panel and Install button, the confirmation dialog,
 and ``slicer.util.pip_install`` itself (docs/SLICER.md).
@@ -130,6 +132,8 @@ CHILD = textwrap.dedent('''\
     result["errors"] = [r.getMessage() for r in records if r.levelno >= logging.ERROR]
     heavy = {"psmadose", "sklearn", "pandas", "matplotlib", "jsonschema", "skops", "slicerio"}
     result["imported"] = sorted({m.split(".")[0] for m in sys.modules} & heavy)
+    import psmadose  # its __init__ needs no third-party package
+    result["psmadoseFile"] = psmadose.__file__
     print("RESULT " + json.dumps(result))
     ''')
 
@@ -148,6 +152,9 @@ def stock_slicer_python(tmp_path_factory):
     root = tmp_path_factory.mktemp("stock-slicer")
     site, standIns = root / "site-packages", root / "gui-stand-ins"
     site.mkdir()
+    # Another psmadose in site-packages (as after "pip install psmadose"), which Slicer puts before module folders.
+    (site / "psmadose").mkdir()
+    (site / "psmadose" / "__init__.py").write_text('"""A pip-installed psmadose that must not be used."""\n')
     for name in SLICER_BUNDLED + SLICER_CORE:
         link_distribution(name, site)
     for relative, text in STAND_INS.items():
@@ -178,7 +185,8 @@ def test_module_loads_and_reports_what_is_missing(stock_slicer_python):
     assert "numpy, scipy, SimpleITK, pydicom and pillow are left as they are" in result["message"]
     assert result["title"] == "PSMA Dose Predict" and result["categories"] == ["Nuclear Medicine"]
     assert all("(" in c and c.endswith(")") for c in result["contributors"])  # "Name (Organization)"
-    assert Path(result["sysPath0"]) == MODULE_DIR  # the bundled psmadose comes first
+    assert Path(result["sysPath0"]) == MODULE_DIR  # the bundled psmadose comes first...
+    assert Path(result["psmadoseFile"]) == MODULE_DIR / "psmadose" / "__init__.py"  # ...over a pip-installed one
     assert result["imported"] == []  # nothing of the core or its dependencies was imported
 
     # Sample Data's loader refuses cleanly without the packages: one logged line, no exception.
