@@ -115,6 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--"]:  # Slicer passes the script's arguments after "--"
         argv = argv[1:]
+    from PSMADosePredictLib.dependencies import REQUIREMENTS_FILE, checkRequirements
+
+    missing = checkRequirements()
+    if missing:  # a stock Slicer: say what to install instead of failing on the first import
+        sys.stderr.write(f"error: missing Python packages {', '.join(m.requirement for m in missing)}; install them "
+                         f"once into this Python: in Slicer open the PSMA Dose Predict module, or run "
+                         f"slicer.util.pip_install(['-r', r'{REQUIREMENTS_FILE}']) in its Python console\n")
+        return 2
     from psmadose.errors import InputError
 
     try:

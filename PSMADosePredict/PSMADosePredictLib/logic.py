@@ -2,15 +2,24 @@
 
 Everything a button of the module does is one call here, usable from the Python console, from
 ``Slicer --no-main-window --python-script`` and from tests on slicer-core. Messages go to ``logCallback``
-(default: the module logger), never to ``print``. Long steps report to ``progressCallback(fraction, message)``;
-returning False from it cancels (``psmadose.errors.CancelledError`` is raised between steps).
+(default: the module logger), never to ``print``. Long steps report to ``progressCallback(fraction, message)``
+several times a second; returning False from it cancels (``psmadose.errors.CancelledError`` is raised at once).
+
+The two long steps that touch no MRML node (loading the model, computing features and predicting) run in a worker
+thread while the calling thread keeps reporting progress, so the GUI stays responsive and Cancel answers within
+a tenth of a second. MRML nodes are only read and written in the calling thread. A cancelled worker cannot be
+interrupted: it finishes in the background, its result is discarded and the next long call waits for it first.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import tempfile
+import threading
+import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +36,50 @@ from .results import applyDoseColors, showDoseLegend, updateDoseLimitsChart, upd
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[float, str], "bool | None"]
+POLL_SECONDS = 0.1
+
+
+def runInWorker(function: Callable[[], object], progressCallback: ProgressCallback | None, start: float,
+                end: float, message: str, expectedSeconds: float) -> tuple[object, threading.Thread | None]:
+    """``function()`` in a worker thread, reporting progress from ``start`` towards ``end`` every POLL_SECONDS.
+
+    The fraction approaches ``end`` as 1 - exp(-elapsed / expectedSeconds): it always moves and never claims to
+    be done before the work is. Returns (result, None); on cancel raises CancelledError whose ``worker`` attribute
+    is the still-running thread. Exceptions of ``function`` are raised here, in the calling thread.
+    """
+    outcome: dict[str, object] = {}
+
+    def target():
+        # Nothing may reach Qt from this thread (Slicer's console is a widget): Python warnings are recorded here
+        # and re-issued by the calling thread; ``function`` must not log through a GUI callback either.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            try:
+                outcome["value"] = function()
+            except BaseException as exc:  # re-raised in the calling thread
+                outcome["error"] = exc
+        outcome["warnings"] = caught
+
+    worker = threading.Thread(target=target, name=f"PSMADosePredict: {message}", daemon=True)
+    began = time.monotonic()
+    worker.start()
+    while True:
+        worker.join(POLL_SECONDS)
+        if not worker.is_alive():
+            break
+        if progressCallback is None:
+            continue
+        elapsed = time.monotonic() - began
+        fraction = start + (end - start) * (1.0 - math.exp(-elapsed / max(expectedSeconds, 0.1)))
+        if progressCallback(fraction, f"{message} ({elapsed:.0f} s)") is False:
+            cancelled = CancelledError(f"cancelled ({message})")
+            cancelled.worker = worker
+            raise cancelled
+    for caught in outcome.get("warnings", []):
+        warnings.warn_explicit(caught.message, caught.category, caught.filename, caught.lineno)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value"), None
 
 
 @dataclass
@@ -54,6 +107,7 @@ class DosePredictLogic:
         self.lastCase = None
         self.lastResult: PredictionResult | None = None
         self.lastModel: LoadedModel | None = None
+        self._abandonedWorker: threading.Thread | None = None
 
     def log(self, message: str) -> None:
         if self.logCallback:
@@ -66,25 +120,75 @@ class DosePredictLogic:
         if callback is not None and callback(fraction, message) is False:
             raise CancelledError(f"cancelled ({message})")
 
+    def _inWorker(self, function, callback, start, end, message, expectedSeconds):
+        """runInWorker, after any worker abandoned by an earlier cancel has finished."""
+        if self._abandonedWorker is not None and self._abandonedWorker.is_alive():
+            runInWorker(lambda: self._abandonedWorker.join(), callback, start, start,
+                        "finishing the cancelled run", 2.0)
+        self._abandonedWorker = None
+        try:
+            value, _ = runInWorker(function, callback, start, end, message, expectedSeconds)
+        except CancelledError as exc:
+            self._abandonedWorker = getattr(exc, "worker", None)
+            raise
+        return value
+
+    @property
+    def busy(self) -> bool:
+        """True while a cancelled worker is still finishing in the background."""
+        return self._abandonedWorker is not None and self._abandonedWorker.is_alive()
+
     # ------------------------------------------------------------------------------------------- model
 
     def loadModel(self, path: str | Path | None = None, trust: bool = False) -> LoadedModel:
         """The bundled model (path None or empty) or another model directory, which needs ``trust=True``."""
+        loaded, fresh = self._loadModelQuietly(path, trust)
+        if fresh:
+            self._logModel(loaded)
+        return loaded
+
+    def _loadModelQuietly(self, path, trust: bool) -> tuple[LoadedModel, bool]:
+        """(model, newly loaded); no logging, so that it can run in a worker thread."""
         path = Path(path) if path else None
         current = self._model
         wanted = None if path is None else (path.parent if path.is_file() else path).resolve()
         if current is None or (wanted is None) != current.bundled or (
                 wanted is not None and current.path.resolve() != wanted):
             self._model = load_model(path, trust=trust)
-            self.log(f"Model {self._model.model_id} loaded ({'bundled' if self._model.bundled else 'trusted file'}, "
-                     f"sha256 {self._model.sha256[:12]}...)")
-        return self._model
+            return self._model, True
+        return current, False
+
+    def _logModel(self, loaded: LoadedModel) -> None:
+        self.log(f"Model {loaded.model_id} loaded ({'bundled' if loaded.bundled else 'trusted file'}, "
+                 f"sha256 {loaded.sha256[:12]}...)")
 
     @staticmethod
     def modelSummary(loaded: LoadedModel) -> str:
         """Plain-text lines of the model card: id, intended use, training data, held-out metrics."""
-        card = loaded.card
-        lines = [f"Model: {loaded.model_id} ({'bundled, hash verified' if loaded.bundled else 'user-supplied'})",
+        return DosePredictLogic.cardSummary(loaded.card, "bundled, hash verified" if loaded.bundled else
+                                            "user-supplied")
+
+    @staticmethod
+    def modelCardSummary(path: str | Path | None = None) -> str:
+        """The same summary read from ``model_card.json`` alone: quick (no model is loaded, nothing is verified or
+        trusted; JSON runs no code), for showing the choice before the first prediction loads the model."""
+        from psmadose.modelfile import CARD_FILE, bundled_model_dir
+
+        folder = Path(path) if path else bundled_model_dir()
+        if folder.is_file():
+            folder = folder.parent
+        try:
+            card = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{folder}: no readable {CARD_FILE} ({exc}); give a folder written by "
+                             "'psmadose train'") from None
+        if not isinstance(card, dict):
+            raise InputError(f"{folder / CARD_FILE}: not a model card (expected a JSON object)")
+        return DosePredictLogic.cardSummary(card, "bundled" if not path else "user-supplied, not loaded yet")
+
+    @staticmethod
+    def cardSummary(card: dict, origin: str) -> str:
+        lines = [f"Model: {card.get('model_id', 'unknown')} ({origin})",
                  f"Intended use: {card.get('intended_use', 'not stated')}"]
         trained = card.get("trained_on") or {}
         if isinstance(trained, dict) and trained:
@@ -112,16 +216,20 @@ class DosePredictLogic:
         ``clinical`` holds the keys of clinical.json; ``activityGbq`` overrides its planned activity.
         Returns ``PredictionOutputs`` (or only the ``PredictionResult`` with ``writeBack=False``).
         """
-        self._progress(progressCallback, 0.0, "loading model")
-        loaded = self.loadModel(modelPath, trust=trustModel)
+        self._progress(progressCallback, 0.0, "loading the model")
         if activityGbq is not None:
             check_activity(activityGbq)
-        self._progress(progressCallback, 0.1, "reading PET, CT and segments")
+        loaded, fresh = self._inWorker(lambda: self._loadModelQuietly(modelPath, trustModel), progressCallback,
+                                       0.0, 0.2, "loading the model", 2.5)
+        if fresh:
+            self._logModel(loaded)
+        self._progress(progressCallback, 0.2, "reading PET, CT and segments")
         case = caseFromNodes(petNode, segmentationNode, clinical, ctNode, structureTypes=structureTypes)
         for message in case.warnings:
             self.log(f"Warning: {message}")
-        self._progress(progressCallback, 0.4, "computing features and predicting doses")
-        result = predict_case(case, loaded, activityGbq)
+        self._progress(progressCallback, 0.3, "computing features and predicting doses")
+        result = self._inWorker(lambda: predict_case(case, loaded, activityGbq), progressCallback, 0.3, 0.85,
+                                "computing features and predicting doses", 0.5 + 0.1 * len(case.segments))
         result.provenance["mrml_inputs"] = {"pet": petNode.GetName(), "segmentation": segmentationNode.GetName(),
                                             "ct": ctNode.GetName() if ctNode is not None else None}
         self.lastCase, self.lastResult, self.lastModel = case, result, loaded
@@ -130,7 +238,7 @@ class DosePredictLogic:
         if not writeBack:
             self._progress(progressCallback, 1.0, "done")
             return result
-        self._progress(progressCallback, 0.8, "writing results into the scene")
+        self._progress(progressCallback, 0.9, "writing results into the scene")
         outputs = self.writeResults(segmentationNode, result, tableNode=tableNode, chartNode=chartNode)
         self._progress(progressCallback, 1.0, "done")
         return outputs

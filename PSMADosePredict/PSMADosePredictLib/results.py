@@ -15,10 +15,16 @@ import vtk
 from psmadose.dose_colors import DOSE_COLOR_RANGE_GY_PER_GBQ, dose_to_rgb
 from psmadose.predict import REFERENCE_ORGAN_COLOR, PredictionResult
 from psmadose.report import ORGAN_AT_RISK_TYPES, dose_limit_for
-from psmadose.segmentation import STRUCTURE_TYPE_TAG
 
 ORIGINAL_COLOR_TAG = "PSMADosePredict.OriginalColor"
 DOSE_TAG = "PSMADosePredict.PredictedGyPerGBq"
+# The type a prediction used. Not STRUCTURE_TYPE_TAG: that one means "set by the user" and would make every
+# predicted segment look explicitly typed (a segment renamed afterwards would keep its old type).
+PREDICTED_TYPE_TAG = "PSMADosePredict.PredictedStructureType"
+# Doses named in the colour legend (Gy/GBq, log-spaced over the colormap range 0.1-30).
+LEGEND_DOSES_GY_PER_GBQ = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
+LEGEND_COLOR_NODE_NAME = "PSMADosePredict dose legend (Gy/GBq)"
+PREVIOUS_COLOR_NODE_ATTRIBUTE = "PSMADosePredict.PreviousColorNodeID"
 
 # (column name, attribute of DosePrediction, kind, unit label, long name)
 RESULT_COLUMNS: tuple[tuple[str, str, str, str, str], ...] = (
@@ -53,7 +59,8 @@ def applyDoseColors(segmentationNode, result: PredictionResult) -> dict[str, tup
     """Colour every predicted segment by its predicted Gy/GBq; segments without a prediction turn grey.
 
     The original colour is kept in a segment tag (``restoreOriginalColors`` puts it back); the predicted
-    type and dose are stored as tags too. Returns the colour given to each segment, by name.
+    type and dose are stored as tags too (``PREDICTED_TYPE_TAG``, ``DOSE_TAG``). Returns the colour given to each
+    segment, by name.
     """
     doses = {p.segment: p for p in result.predictions}
     segmentation = segmentationNode.GetSegmentation()
@@ -67,7 +74,7 @@ def applyDoseColors(segmentationNode, result: PredictionResult) -> dict[str, tup
             color = REFERENCE_ORGAN_COLOR
         else:
             color = dose_to_rgb(prediction.predicted_gy_per_gbq)
-            segment.SetTag(STRUCTURE_TYPE_TAG, prediction.structure_type)
+            segment.SetTag(PREDICTED_TYPE_TAG, prediction.structure_type)
             segment.SetTag(DOSE_TAG, f"{prediction.predicted_gy_per_gbq:.6g}")
         segment.SetColor(*color)
         colors[name] = tuple(float(c) for c in color)
@@ -75,12 +82,20 @@ def applyDoseColors(segmentationNode, result: PredictionResult) -> dict[str, tup
 
 
 def restoreOriginalColors(segmentationNode) -> None:
+    """Original segment colours back, and the dose legend hidden (the colours no longer mean doses)."""
     segmentation = segmentationNode.GetSegmentation()
     for i in range(segmentation.GetNumberOfSegments()):
         segment = segmentation.GetNthSegment(i)
         value = vtk.reference("")
         if segment.GetTag(ORIGINAL_COLOR_TAG, value):
             segment.SetColor(*[float(v) for v in str(value).split()])
+    legend = _legendDisplayNode(segmentationNode)
+    if legend is not None:
+        legend.SetVisibility(False)
+    display = segmentationNode.GetDisplayNode()
+    if display is not None and display.GetAttribute(PREVIOUS_COLOR_NODE_ATTRIBUTE) is not None:
+        display.SetAndObserveColorNodeID(display.GetAttribute(PREVIOUS_COLOR_NODE_ATTRIBUTE) or "")
+        display.RemoveAttribute(PREVIOUS_COLOR_NODE_ATTRIBUTE)
 
 
 def _newNode(className: str, name: str, scene=None):
@@ -218,29 +233,64 @@ def createDoseColorTableNode(scene=None, numberOfColors: int = 256):
     return node
 
 
+def createDoseLegendColorNode(scene=None):
+    """A small colour table for the legend: one entry per dose of LEGEND_DOSES_GY_PER_GBQ, named "3 Gy/GBq".
+
+    The legend shows one swatch per entry labelled with its name (a 256-entry table would print 256 labels).
+    """
+    scene = scene if scene is not None else slicer.mrmlScene
+    existing = scene.GetFirstNodeByName(LEGEND_COLOR_NODE_NAME)
+    if existing is not None:
+        return existing
+    node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", LEGEND_COLOR_NODE_NAME)
+    node.SetTypeToUser()
+    node.SetNumberOfColors(len(LEGEND_DOSES_GY_PER_GBQ))
+    for index, dose in enumerate(LEGEND_DOSES_GY_PER_GBQ):
+        r, g, b = dose_to_rgb(dose)
+        node.SetColor(index, f"{dose:g} Gy/GBq", r, g, b, 1.0)
+    low, high = DOSE_COLOR_RANGE_GY_PER_GBQ
+    node.SetAttribute("PSMADosePredict.Scale", f"log10, {low:g}-{high:g} Gy/GBq, clipped; segment colours are "
+                                               "interpolated between these entries")
+    return node
+
+
+def _legendDisplayNode(segmentationNode):
+    for i in range(segmentationNode.GetNumberOfDisplayNodes()):
+        display = segmentationNode.GetNthDisplayNode(i)
+        if display is not None and display.IsA("vtkMRMLColorLegendDisplayNode"):
+            return display
+    return None
+
+
 def showDoseLegend(segmentationNode, scene=None):
-    """A colour legend of the dose scale next to the segmentation (vtkMRMLColorLegendDisplayNode).
+    """A colour legend of the dose scale in the views showing the segmentation (vtkMRMLColorLegendDisplayNode).
+
+    Slicer's colour legend displayable manager takes the colour node of the legend's *primary display node*
+    (vtkMRMLColorLegendDisplayableManager::vtkInternal::UpdateActor: "No color node is set in primary display
+    node" otherwise, and the legend stays hidden), not the one set on the legend node. A segmentation display node
+    has none by default, so the legend colour table is set there too; segment colours do not come from it (they are
+    per segment), and the previous colour node is remembered for ``restoreOriginalColors``.
 
     Returns the legend display node, or None on a Slicer without colour legends (before 4.13).
     """
     scene = scene if scene is not None else slicer.mrmlScene
-    colorNode = createDoseColorTableNode(scene)
+    colorNode = createDoseLegendColorNode(scene)
     if not hasattr(slicer, "vtkMRMLColorLegendDisplayNode"):
         return None
-    for i in range(segmentationNode.GetNumberOfDisplayNodes()):
-        display = segmentationNode.GetNthDisplayNode(i)
-        if display is not None and display.IsA("vtkMRMLColorLegendDisplayNode"):
-            legend = display
-            break
-    else:
-        if segmentationNode.GetDisplayNode() is None:
-            segmentationNode.CreateDefaultDisplayNodes()
+    if segmentationNode.GetDisplayNode() is None:
+        segmentationNode.CreateDefaultDisplayNodes()
+    display = segmentationNode.GetDisplayNode()
+    if display.GetAttribute(PREVIOUS_COLOR_NODE_ATTRIBUTE) is None:
+        display.SetAttribute(PREVIOUS_COLOR_NODE_ATTRIBUTE, display.GetColorNodeID() or "")
+    display.SetAndObserveColorNodeID(colorNode.GetID())
+    legend = _legendDisplayNode(segmentationNode)
+    if legend is None:
         legend = scene.AddNewNodeByClass("vtkMRMLColorLegendDisplayNode")
         segmentationNode.AddAndObserveDisplayNodeID(legend.GetID())
-        legend.SetAndObservePrimaryDisplayNode(segmentationNode.GetDisplayNode())
+    legend.SetAndObservePrimaryDisplayNode(display)
     legend.SetAndObserveColorNodeID(colorNode.GetID())
     legend.SetTitleText("Predicted dose (Gy/GBq)")
     legend.SetUseColorNamesForLabels(True)
-    legend.SetNumberOfLabels(6)
+    legend.SetLabelFormat("%s")  # labels are the colour names (vtkSlicerScalarBarActor wants a string format)
     legend.SetVisibility(True)
     return legend

@@ -15,8 +15,9 @@ from psmadose.predict import REFERENCE_ORGAN_COLOR, predict_case
 from psmadose.report import dose_limit_for
 from PSMADosePredictLib import RESULT_COLUMNS, DosePredictLogic, caseFromNodes
 from PSMADosePredictLib.convert import segmentIdByName
+from PSMADosePredictLib.results import LEGEND_DOSES_GY_PER_GBQ, PREDICTED_TYPE_TAG
 
-from .mrml_helpers import load_segmentation_with_slicer, write_segmentation_with_slicer
+from .mrml_helpers import DEFAULT_TAG_KEYS, load_segmentation_with_slicer, segment_tag, write_segmentation_with_slicer
 
 pytestmark = pytest.mark.mrml
 
@@ -109,10 +110,14 @@ def test_results_written_back_to_colours_table_plots_legend(loaded, core_result)
             for r in range(len(organs)) if organs[r].structure_type == "kidney"} == {23.0}
 
     legend = outputs.legendNode
-    assert legend is not None and legend.GetColorNode().GetNumberOfColors() == 256
     colors = legend.GetColorNode()
+    # The legend's colours come from the primary display node (Slicer's colour legend displayable manager).
+    assert legend.GetPrimaryDisplayNode() is nodes.segmentationNode.GetDisplayNode()
+    assert nodes.segmentationNode.GetDisplayNode().GetColorNode() is colors
+    assert colors.GetNumberOfColors() == len(LEGEND_DOSES_GY_PER_GBQ)
     rgba = [0.0] * 4
-    colors.GetColor(255, rgba)
+    colors.GetColor(colors.GetNumberOfColors() - 1, rgba)
+    assert colors.GetColorName(colors.GetNumberOfColors() - 1) == "30 Gy/GBq"
     assert np.allclose(rgba[:3], dose_to_rgb(30.0), atol=1.5 / 255)  # the table stores 8-bit colours
 
     # Predicting again reuses the given table/chart nodes instead of piling up new ones.
@@ -123,13 +128,19 @@ def test_results_written_back_to_colours_table_plots_legend(loaded, core_result)
 
 def test_dose_coloured_segmentation_round_trips_through_seg_nrrd(loaded, tmp_path, mrml_scene):
     logic, nodes, _ = loaded
+    segmentation = nodes.segmentationNode.GetSegmentation()
+    before = {segmentation.GetNthSegment(i).GetName(): segment_tag(segmentation.GetNthSegment(i),
+                                                                    "PSMADosePredict.StructureType")
+              for i in range(segmentation.GetNumberOfSegments())}
     outputs = logic.predict(nodes.petNode, nodes.segmentationNode, nodes.clinical, nodes.ctNode)
     path = write_segmentation_with_slicer(nodes.segmentationNode, tmp_path / "dose.seg.nrrd", mrml_scene)
-    reread = load_segmentation_with_slicer(path, mrml_scene)
+    reread = load_segmentation_with_slicer(path, mrml_scene, DEFAULT_TAG_KEYS + (PREDICTED_TYPE_TAG,))
     for prediction in outputs.result.predictions:
         assert np.allclose(reread[prediction.segment]["color"], dose_to_rgb(prediction.predicted_gy_per_gbq),
                            atol=1e-5)
-        assert reread[prediction.segment]["tags"]["PSMADosePredict.StructureType"] == prediction.structure_type
+        tags = reread[prediction.segment]["tags"]
+        assert tags[PREDICTED_TYPE_TAG] == prediction.structure_type
+        assert tags.get("PSMADosePredict.StructureType") == before[prediction.segment]  # not written by predict
         assert reread[prediction.segment]["n_voxels"] == logic.lastCase.segment(prediction.segment).n_voxels
 
 
