@@ -255,7 +255,8 @@ class DosePredictLogic:
         """doses.csv, doses.json, dose_segmentation.seg.nrrd and report.html of the last prediction (atomic)."""
         if self.lastResult is None or self.lastCase is None:
             raise InputError("nothing to export yet; run a prediction first")
-        with atomic_output_dir(Path(outDir), overwrite) as tmp:
+        inputs = tuple(self.lastCase.input_files.values())  # files the case was read from: never inside the output
+        with atomic_output_dir(Path(outDir), overwrite, inputs=inputs) as tmp:
             write_prediction(tmp, self.lastCase, self.lastResult, self.lastModel)
         self.log(f"Wrote report and CSV to {outDir}")
         return Path(outDir)
