@@ -10,26 +10,31 @@ import csv
 import shutil
 from pathlib import Path
 
-from .errors import CancelledError, InputError
+from .errors import InputError
 from .features.table import available_workers, list_cases
 from .outputs import atomic_output_dir, check_output_dir, csv_cell
-from .parallel import process_pool
 
 
 def _predict_one(task: tuple[str, str, str | None, bool]) -> dict:
+    import tempfile
+
     from .case import read_case
     from .modelfile import load_model
     from .predict import predict_case, write_prediction
 
     case_dir, out_dir, model_path, trust = task
     case_id = Path(case_dir).name
-    staging = Path(out_dir).with_name(f".{case_id}.partial")
+    staging = None
     try:
         loaded = load_model(Path(model_path) if model_path else None, trust=trust)
         case = read_case(Path(case_dir))
         result = predict_case(case, loaded)
-        staging.mkdir()
+        # A staging folder per attempt: a task rerun after its worker died never meets the first attempt's
+        # leftovers (and never recreates an output folder that a cancelled run removed).
+        staging = Path(tempfile.mkdtemp(prefix=f".{case_id}.partial-", dir=Path(out_dir).parent))
         write_prediction(staging, case, result, loaded)
+        if Path(out_dir).exists():  # a previous attempt completed but its worker died before reporting
+            shutil.rmtree(out_dir)
         staging.rename(out_dir)  # a case folder appears only when complete
         return {"case_id": case_id, "status": "ok", "n_segments": len(result.predictions),
                 "message": "; ".join(result.warnings)}
@@ -39,30 +44,51 @@ def _predict_one(task: tuple[str, str, str | None, bool]) -> dict:
         return {"case_id": case_id, "status": "internal error", "n_segments": 0,
                 "message": f"{type(exc).__name__}: {exc}"}
     finally:
-        if staging.exists():
+        if staging is not None and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def _lost_case(case_dirs: list[Path]):
+    """on_error of the executor: a case whose task could not finish (e.g. it killed every worker it ran on)."""
+
+    def record(index: int, exc: BaseException) -> dict:
+        return {"case_id": case_dirs[index].name, "status": "internal error", "n_segments": 0,
+                "message": f"the task failed on the cluster ({type(exc).__name__}: {exc}); out of memory on the "
+                           "worker? see docs/CLUSTER.md"}
+
+    return record
+
+
+def remove_partials(directory: Path) -> None:
+    """Staging folders left by attempts whose worker was killed (their case was redone elsewhere)."""
+    for leftover in Path(directory).glob(".*.partial-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
 def run_batch(cases: Path, out: Path, *, model_path: Path | None = None, trust_model: bool = False,
-              workers: int | None = None, overwrite: bool = False, progress=None) -> dict:
+              workers: int | None = None, overwrite: bool = False, progress=None, scheduler: str | None = None,
+              executor=None) -> dict:
+    """Predict every case of ``cases`` into ``out``; ``scheduler`` (or an open ``executor``) runs the cases on a
+    Dask cluster (see psmadose.executors), else local processes."""
+    from .executors import open_executor
     from .modelfile import load_model
 
     check_output_dir(out, overwrite, inputs=(cases,))
     load_model(model_path, trust=trust_model)  # fail once, early, on a bad model
     case_dirs = list_cases(cases)
-    workers = min(available_workers(workers), len(case_dirs))
-    with atomic_output_dir(out, overwrite, inputs=(cases,)) as tmp:
-        tasks = [(str(c), str(tmp / c.name), str(model_path) if model_path else None, trust_model) for c in case_dirs]
-        results = []
-        with contextlib.ExitStack() as stack:
-            if workers <= 1:
-                iterator = map(_predict_one, tasks)
-            else:
-                iterator = stack.enter_context(process_pool(workers)).map(_predict_one, tasks)
-            for result in iterator:
-                results.append(result)
-                if progress and progress(len(results), len(tasks)) is False:
-                    raise CancelledError("batch cancelled")
+    if executor is None and scheduler is None:
+        workers = min(available_workers(workers), len(case_dirs))
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_output_dir(out, overwrite, inputs=(cases,)))
+        if executor is None:  # entered after the output: on an error its workers stop before the output is removed
+            executor = stack.enter_context(open_executor(scheduler, workers))
+        inputs = [cases] + ([model_path] if model_path else [])
+        executor.check_locality(inputs, tmp)
+        tasks = [(str(c.absolute()), str(tmp / c.name), str(Path(model_path).absolute()) if model_path else None,
+                  trust_model) for c in case_dirs]
+        results = executor.run(_predict_one, tasks, progress=progress, on_error=_lost_case(case_dirs),
+                               name="predict", names=[c.name for c in case_dirs])
+        remove_partials(tmp)
         summary = write_batch_summary(tmp / "batch_summary.csv", results)
     return summary
 

@@ -108,7 +108,7 @@ def cmd_simulate(args) -> int:
     with _Progress("simulating") as progress:
         simulate_cohort(args.out, args.preset, n_patients=args.patients, seed=args.seed,
                         spect_times_h=args.spect_times, workers=args.workers, overwrite=args.overwrite,
-                        progress=progress)
+                        progress=progress, scheduler=args.scheduler)
     print(f"wrote virtual patients to {args.out}")
     return 0
 
@@ -133,6 +133,11 @@ def cmd_features(args) -> int:
     from .outputs import atomic_output_file, check_output_file, write_csv_table
 
     check_output_file(args.out, args.overwrite, inputs=(args.case,))  # before the work, not after
+    case = Path(args.case)
+    cohort = case.is_dir() and not (case / "clinical.json").exists() and any(
+        (sub / "clinical.json").is_file() for sub in case.iterdir() if sub.is_dir())
+    if cohort or args.scheduler is not None or args.workers is not None:
+        return _cohort_features(args, cohort)
     # One case: spread its segments over the cores, where forked workers make that pay (not under spawn).
     workers = (os.cpu_count() or 1) if multiprocessing.get_start_method() == "fork" else 1
     table = extract_features(read_case(args.case), radiomics_params_if_available(not args.no_radiomics),
@@ -140,6 +145,22 @@ def cmd_features(args) -> int:
     with atomic_output_file(Path(args.out), args.overwrite, inputs=(args.case,)) as tmp:
         write_csv_table(table, tmp)
     print(f"wrote {len(table)} segments x {table.shape[1] - 3} features to {args.out}")
+    return 0
+
+
+def _cohort_features(args, cohort: bool) -> int:
+    """features over a cohort (a folder of cases) or with --scheduler: one task per case, one CSV, case order."""
+    from .executors import open_executor
+    from .features.table import features_for_cases, list_cases, radiomics_params_if_available
+    from .outputs import atomic_output_file, write_csv_table
+
+    cases = list_cases(args.case) if cohort else [args.case]
+    params = radiomics_params_if_available(not args.no_radiomics)
+    with _Progress("features") as progress, open_executor(args.scheduler, args.workers) as executor:
+        table = features_for_cases(cases, progress=progress, radiomics_params=params, executor=executor, labels=False)
+    with atomic_output_file(Path(args.out), args.overwrite, inputs=(args.case,)) as tmp:
+        write_csv_table(table, tmp)
+    print(f"wrote {len(table)} segments of {len(cases)} case(s) x {table.shape[1] - 3} features to {args.out}")
     return 0
 
 
@@ -212,7 +233,7 @@ def cmd_train(args) -> int:
 
     with _Progress("training") as progress:
         card = train_command(args.cohort, args.out, workers=args.workers, overwrite=args.overwrite,
-                             name=args.name, radiomics=args.radiomics, progress=progress)
+                             name=args.name, radiomics=args.radiomics, progress=progress, scheduler=args.scheduler)
     print(f"model {card['model_id']} written to {args.out}")
     for group, m in card["metrics"].items():
         print(f"  {group:<9} {m['selected']:<26} grouped-CV MAPE {100 * m['mape']:5.1f}%  "
@@ -241,7 +262,8 @@ def cmd_evaluate(args) -> int:
 
     with _Progress("evaluating") as progress:
         metrics = evaluate_command(args.cohort, args.out, model_path=args.model, trust_model=args.trust_model,
-                                   workers=args.workers, overwrite=args.overwrite, progress=progress)
+                                   workers=args.workers, overwrite=args.overwrite, progress=progress,
+                                   scheduler=args.scheduler)
     for kind, m in metrics.items():
         if isinstance(m, dict) and "mape" in m:
             ci = m.get("mape_ci95") or [float("nan")] * 2
@@ -257,7 +279,8 @@ def cmd_batch(args) -> int:
 
     with _Progress("predicting") as progress:
         summary = run_batch(args.cases, args.out, model_path=args.model, trust_model=args.trust_model,
-                            workers=args.workers, overwrite=args.overwrite, progress=progress)
+                            workers=args.workers, overwrite=args.overwrite, progress=progress,
+                            scheduler=args.scheduler)
     print(f"{summary['succeeded']} case(s) predicted, {summary['failed']} failed; see {args.out}/batch_summary.csv")
     if summary["failed"]:
         sys.stderr.write(failure_line(summary, args.out) + "\n")
@@ -271,6 +294,13 @@ def _common_options(parser: argparse.ArgumentParser, *, model: bool, workers: bo
     if workers:
         parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output as a whole")
+
+
+def _scheduler_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="run the cases on a Dask cluster: tcp://HOST:8786 (a running 'dask scheduler') or "
+                        "'local' (a LocalCluster of --workers processes); needs psmadose[distributed]; inputs and "
+                        "--out on storage every worker sees (docs/CLUSTER.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -296,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write post-therapy SPECT at these hours, e.g. 4,24,96")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--overwrite", action="store_true")
+    _scheduler_option(p)
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("calibration", help="print the simulator's calibration against published figures")
@@ -313,12 +344,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=cmd_suv)
 
-    p = sub.add_parser("features", help="feature table of one case")
-    p.add_argument("case", type=Path)
+    p = sub.add_parser("features", help="feature table of one case, or of a cohort (a folder of cases) in one CSV")
+    p.add_argument("case", type=Path, metavar="CASE|COHORT")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--no-radiomics", action="store_true", help="uptake, patient and clinical features only "
                    "(also what happens when pyradiomics is not installed)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--workers", type=int, default=None, help="parallel processes over the cases of a cohort "
+                   "(default: all cores)")
+    _scheduler_option(p)
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("predict", help="predict doses for one case")
@@ -337,12 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(texture depends on the scanner: off by default)")
     p.add_argument("--no-radiomics", action="store_true", help="the default; kept for older scripts")
     _common_options(p, model=False, workers=True)
+    _scheduler_option(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a model on a cohort with reference doses")
     p.add_argument("cohort", type=Path)
     p.add_argument("--out", type=Path, required=True)
     _common_options(p, model=True, workers=True)
+    _scheduler_option(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("robustness", help="does a predicted dose depend on image formation or contours? "
@@ -357,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("cases", type=Path)
     p.add_argument("--out", type=Path, required=True)
     _common_options(p, model=True, workers=True)
+    _scheduler_option(p)
     p.set_defaults(func=cmd_batch)
     return parser
 

@@ -118,11 +118,18 @@ def _scatter_png(path: Path, predicted: pd.DataFrame) -> None:
 
 
 def evaluate_command(cohort: Path, out: Path, *, model_path: Path | None = None, trust_model: bool = False,
-                     workers: int | None = None, overwrite: bool = False, progress=None) -> dict:
+                     workers: int | None = None, overwrite: bool = False, progress=None,
+                     scheduler: str | None = None) -> dict:
+    """``scheduler``: the features of each case are computed on a Dask cluster (psmadose.executors); the
+    prediction and metrics of the whole table follow here."""
+    from .executors import open_executor
+
     check_output_dir(out, overwrite, inputs=(cohort,))
     loaded = load_model(model_path, trust=trust_model)
-    table = features_for_cases(list_cases(cohort), require_doses=True, workers=available_workers(workers),
-                               progress=progress, radiomics_params=loaded.radiomics_params)
+    cases = list_cases(cohort)
+    with open_executor(scheduler, workers) as executor:
+        table = features_for_cases(cases, require_doses=True, workers=available_workers(workers),
+                                   progress=progress, radiomics_params=loaded.radiomics_params, executor=executor)
     predicted = loaded.model_set.predict(table)
     keep = ["case_id", "segment", "reference_gy_per_gbq"] + (["oracle_gy_per_gbq"] if "oracle_gy_per_gbq" in table
                                                               else [])

@@ -61,10 +61,25 @@ def _runs(candidates, feature_sets) -> list[tuple[str, str, str]]:
     return runs
 
 
+def _out_of_fold_task(rows_by_group: dict, run: tuple) -> np.ndarray:
+    """One candidate's patient-grouped cross-validation (all its folds) on one group: one task of an executor."""
+    group, candidate, n_splits, feature_set = run
+    return out_of_fold(rows_by_group[group], group, candidate, n_splits, feature_set)
+
+
+def _labelled_rows(table: pd.DataFrame, group: str) -> pd.DataFrame:
+    rows = select_group(table, group)
+    return rows[rows["reference_gy_per_gbq"].notna()].reset_index(drop=True)
+
+
 def train_models(table: pd.DataFrame, *, n_splits: int = 5, candidates=CANDIDATES, feature_sets=None,
-                 progress: Callable[[int, int], bool | None] | None = None) -> tuple[DoseModelSet, dict]:
+                 progress: Callable[[int, int], bool | None] | None = None,
+                 executor=None) -> tuple[DoseModelSet, dict]:
     """Cross-validate every candidate on every feature set per group, keep the lowest grouped-CV MAPE, refit it
-    on all patients. Feature sets default to uptake+clinical, plus radiomics when the table has them."""
+    on all patients. Feature sets default to uptake+clinical, plus radiomics when the table has them.
+
+    The cross-validation runs (one per group x candidate x feature set) are tasks of ``executor`` (a Dask cluster,
+    psmadose.executors); without one they run here, one after another. The results are the same either way."""
     if feature_sets is None:
         feature_sets = ("uptake", "radiomics") if radiomics_columns(table) else ("uptake",)
     feature_sets = tuple(feature_sets)
@@ -77,22 +92,34 @@ def train_models(table: pd.DataFrame, *, n_splits: int = 5, candidates=CANDIDATE
                          f"{n_splits}")
     models, intervals, domain, report = {}, {}, {}, {}
     steps = len(GROUP_STRUCTURE_TYPES) * (len(runs) + 1)
-    done = 0
+    rows_by_group = {group: _labelled_rows(table, group) for group in GROUP_STRUCTURE_TYPES}
+    trained = [g for g, rows in rows_by_group.items() if rows["case_id"].nunique() >= n_splits]
+    cv_runs = [(group, candidate, n_splits, feature_set) for group in trained for _, candidate, feature_set in runs]
+    skipped = (len(GROUP_STRUCTURE_TYPES) - len(trained)) * (len(runs) + 1)
+
+    def cv_progress(n: int, total: int):
+        if progress and progress(skipped + n, steps) is False:
+            raise CancelledError("training cancelled")
+        return True
+
+    from .executors import LocalExecutor
+
+    executor = executor or LocalExecutor(1)
+    oof_all = executor.run(_out_of_fold_task, cv_runs, shared={g: rows_by_group[g] for g in trained},
+                           progress=cv_progress, name="cv",
+                           names=[f"{g}-{c}-{f}" for g, c, _, f in cv_runs])
+    oof_by_run = {(g, c, f): oof for (g, c, _, f), oof in zip(cv_runs, oof_all)}
+    done = skipped + len(cv_runs)
     for group in GROUP_STRUCTURE_TYPES:
-        rows = select_group(table, group)
-        rows = rows[rows["reference_gy_per_gbq"].notna()].reset_index(drop=True)
-        if rows["case_id"].nunique() < n_splits:
+        rows = rows_by_group[group]
+        if group not in trained:
             log.warning("group %s: too few patients with reference doses, no model", group)
-            done += len(runs) + 1
             continue
         y = rows["reference_gy_per_gbq"].to_numpy(dtype=float)
         cv, oof = {}, {}
         for key, candidate, feature_set in runs:
-            oof[key] = out_of_fold(rows, group, candidate, n_splits, feature_set)
+            oof[key] = oof_by_run[(group, candidate, feature_set)]
             cv[key] = dose_metrics(y, oof[key])
-            done += 1
-            if progress and progress(done, steps) is False:
-                raise CancelledError("training cancelled")
         # The physics baseline is a candidate like any other: a learned correction is kept only if it beats it.
         winner = min(cv, key=lambda c: cv[c]["mape"])
         log_residual = np.log(y) - np.log(oof[winner])
@@ -183,7 +210,8 @@ def cohort_description(cohort: Path) -> dict:
 
 
 def train_command(cohort: Path, out: Path, *, workers: int | None = None, overwrite: bool = False,
-                  name: str = "psmadose-model", radiomics: bool = False, progress=None) -> dict:
+                  name: str = "psmadose-model", radiomics: bool = False, progress=None,
+                  scheduler: str | None = None) -> dict:
     """psmadose train: features of every case, grouped CV, the winners refitted, model + card written.
 
     With ``radiomics`` (opt-in: radiomics describe image texture, which depends on the scanner) and pyradiomics
@@ -192,6 +220,7 @@ def train_command(cohort: Path, out: Path, *, workers: int | None = None, overwr
     """
     import shutil
 
+    from .executors import open_executor
     from .features.table import available_workers, features_for_cases, list_cases, radiomics_params_if_available
     from .modelfile import RADIOMICS_FILE, save_model
     from .outputs import atomic_output_dir, check_output_dir
@@ -199,9 +228,11 @@ def train_command(cohort: Path, out: Path, *, workers: int | None = None, overwr
     check_output_dir(out, overwrite, inputs=(cohort,))
     cases = list_cases(cohort)
     params = radiomics_params_if_available(radiomics)
-    table = features_for_cases(cases, require_doses=True, workers=available_workers(workers), progress=progress,
-                               radiomics_params=params)
-    model_set, card = train_models(table, progress=progress)
+    with open_executor(scheduler, workers) as executor:
+        table = features_for_cases(cases, require_doses=True, workers=available_workers(workers), progress=progress,
+                                   radiomics_params=params, executor=executor)
+        # Cross-validation runs go to the cluster; locally they stay in this process, as before.
+        model_set, card = train_models(table, progress=progress, executor=executor if scheduler else None)
     card["name"] = name
     description = cohort_description(cohort)
     description.update({"n_patients": int(table["case_id"].nunique()),

@@ -13,7 +13,6 @@ import pandas as pd
 from ..case import Case, read_case
 from ..errors import CancelledError, InputError
 from ..files import read_json
-from ..parallel import process_pool
 from .concentration import resolution_mm, tissue_concentration
 from .patient import burden_features, clinical_features, ratio_features
 from .uptake import segment_uptake
@@ -65,10 +64,13 @@ def extract_features(case: Case, radiomics_params: Path | str | None = None,
     return table
 
 
-def _case_features(args: tuple[str, bool, str | None]) -> tuple[pd.DataFrame, dict[str, float] | None]:
-    directory, require_doses, radiomics_params = args
+def _case_features(args: tuple) -> tuple[pd.DataFrame, dict[str, float] | None]:
+    directory, require_doses, radiomics_params = args[:3]
+    labels = args[3] if len(args) > 3 else True  # False: the features alone (psmadose features over a cohort)
     case = read_case(Path(directory), require_doses=require_doses)
     frame = extract_features(case, radiomics_params)
+    if not labels:
+        return frame, None
     oracle = simulator_oracle(Path(directory))
     if oracle:
         frame["oracle_gy_per_gbq"] = frame["segment"].map(oracle)
@@ -98,29 +100,38 @@ def list_cases(cohort: Path) -> list[Path]:
 
 def features_for_cases(cases: Sequence[Path], *, require_doses: bool = False, workers: int = 1,
                        progress: Callable[[int, int], bool | None] | None = None,
-                       radiomics_params: Path | str | None = None) -> pd.DataFrame:
-    """Feature table of many cases, with a ``reference_gy_per_gbq`` column when doses are present."""
-    params = str(radiomics_params) if radiomics_params is not None else None
-    tasks = [(str(c), require_doses, params) for c in cases]
-    frames = []
+                       radiomics_params: Path | str | None = None, executor=None, labels: bool = True) -> pd.DataFrame:
+    """Feature table of many cases, with a ``reference_gy_per_gbq`` column when doses are present (``labels``).
 
-    def collect(result, done):
-        frame, doses = result
+    One task per case on ``executor`` (psmadose.executors: a Dask cluster), else ``workers`` local processes; the
+    rows are in case order whatever order the cases complete in.
+    """
+    from ..executors import LocalExecutor
+
+    params = str(Path(radiomics_params).absolute()) if radiomics_params is not None else None
+    tasks = [(str(Path(c).absolute()), require_doses, params, labels) for c in cases]
+    if executor is None:
+        executor = LocalExecutor(workers if len(tasks) > 1 else 1)
+    executor.check_locality([Path(c) for c in cases] + ([Path(params)] if params else []))
+    frames = []
+    for frame, doses in executor.run(_case_features, tasks, progress=_cancellable(progress), name="features",
+                                     names=[Path(c).name for c in cases]):
         if doses is not None:
             frame["reference_gy_per_gbq"] = frame["segment"].map(doses)
         frames.append(frame)
-        if progress and progress(done, len(tasks)) is False:
-            raise CancelledError("feature extraction cancelled")
+    return pd.concat(frames, ignore_index=True)
 
-    if workers <= 1 or len(tasks) == 1:
-        for n, task in enumerate(tasks, start=1):
-            collect(_case_features(task), n)
-    else:
-        with process_pool(workers) as pool:
-            for n, result in enumerate(pool.map(_case_features, tasks, chunksize=4), start=1):
-                collect(result, n)
-    table = pd.concat(frames, ignore_index=True)
-    return table
+
+def _cancellable(progress):
+    if progress is None:
+        return None
+
+    def call(done: int, total: int):
+        if progress(done, total) is False:
+            raise CancelledError("feature extraction cancelled")
+        return True
+
+    return call
 
 
 def available_workers(requested: int | None) -> int:

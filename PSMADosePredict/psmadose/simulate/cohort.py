@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
-from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -13,9 +16,8 @@ import numpy as np
 
 from ..case import write_case
 from ..clinical import validate_clinical
-from ..errors import CancelledError, InputError
+from ..errors import InputError
 from ..outputs import atomic_output_dir
-from ..parallel import process_pool
 from ..segmentation import STRUCTURE_COLORS, SegmentToWrite
 from .patient import VirtualPatient, lesion_counts_for_total, sample_patient
 from .render import Grid, draw_imaging, render
@@ -93,7 +95,10 @@ def build_case(task: dict) -> dict:
     doses = {s.name: s.dose_gy_per_gbq for s in patient.structures if s.segmented and s.dose_gy_per_gbq > 0
              and s.name in rendered.masks}
     extra = {f"spect_{int(round(t)):03d}h": image for t, image in rendered.spect.items()}
-    directory = Path(task["out"]) / task["patient_id"]
+    # Written into a staging folder of this attempt, renamed into place when complete: a task rerun after its
+    # worker died (Dask) never meets the first attempt's files, and a removed output is never recreated.
+    final = Path(task["out"]) / task["patient_id"]
+    directory = Path(tempfile.mkdtemp(prefix=f".{task['patient_id']}.partial-", dir=task["out"]))
     write_case(directory, pet=rendered.pet, ct=rendered.ct, segments=segments, clinical=clinical, doses=doses,
                extra_images=extra)
     truth = truth_record(patient)
@@ -103,6 +108,10 @@ def build_case(task: dict) -> dict:
         truth["spect"] = {"times_h": sorted(rendered.spect), "units": "Bq/mL",
                           "injected_activity_gbq": patient.clinical["planned_activity_gbq"]}
     (directory / "simulation.json").write_text(json.dumps(truth, indent=1) + "\n", encoding="utf-8")
+    os.chmod(directory, 0o755)  # as a folder made by mkdir, not mkdtemp's 0700
+    if final.exists():  # a previous attempt completed but its worker died before reporting
+        shutil.rmtree(final)
+    directory.rename(final)
     return {"patient_id": task["patient_id"], "n_lesions": len(patient.lesions),
             "n_segments": len(segments)}
 
@@ -131,34 +140,31 @@ def plan_cohort(preset_name: str, n_patients: int | None, seed: int | None) -> l
 
 def simulate_cohort(out: Path, preset_name: str = "demo", *, n_patients: int | None = None, seed: int | None = None,
                     spect_times_h: list[float] | None = None, workers: int | None = None, overwrite: bool = False,
-                    progress: Progress | None = None) -> Path:
-    """Write one case directory per virtual patient into ``out`` (atomically) and a cohort.json."""
+                    progress: Progress | None = None, scheduler: str | None = None, executor=None) -> Path:
+    """Write one case directory per virtual patient into ``out`` (atomically) and a cohort.json; ``scheduler``
+    (or an open ``executor``) runs the patients on a Dask cluster (psmadose.executors), else local processes."""
     tasks = plan_cohort(preset_name, n_patients, seed)
     if spect_times_h is not None:
         if not spect_times_h or any(not (0 < t <= 2000) for t in spect_times_h):
             raise InputError("--spect-times must be hours after injection in (0, 2000], e.g. 4,24,96")
+    from .. import __version__
+    from ..executors import open_executor
     from ..features.table import available_workers
 
-    workers = min(available_workers(workers), len(tasks))  # refuses --workers 0 or negative
-    from .. import __version__
-
-    with atomic_output_dir(out, overwrite) as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_output_dir(out, overwrite))
+        if executor is None:
+            if scheduler is None:
+                workers = min(available_workers(workers), len(tasks))  # refuses --workers 0 or negative
+            executor = stack.enter_context(open_executor(scheduler, workers))
+        executor.check_locality((), tmp)
         for task in tasks:
             task["out"] = str(tmp)
             task["spect_times_h"] = spect_times_h
-        results = []
-        if workers == 1:
-            for task in tasks:
-                results.append(build_case(task))
-                if progress and progress(len(results), len(tasks)) is False:
-                    raise CancelledError("simulation cancelled")
-        else:
-            with process_pool(workers) as pool:
-                futures = [pool.submit(build_case, task) for task in tasks]
-                for future in as_completed(futures):
-                    results.append(future.result())
-                    if progress and progress(len(results), len(tasks)) is False:
-                        raise CancelledError("simulation cancelled")
+        results = executor.run(build_case, tasks, progress=progress, name="simulate",
+                               names=[t["patient_id"] for t in tasks])
+        for leftover in tmp.glob(".*.partial-*"):  # attempts whose worker was killed (redone elsewhere)
+            shutil.rmtree(leftover, ignore_errors=True)
         preset = PRESETS[preset_name]
         cohort = {"preset": asdict(preset), "n_patients": len(tasks), "seed": tasks[0]["seed"],
                   "n_tumours": sum(r["n_lesions"] for r in results), "psmadose_version": __version__,
