@@ -14,19 +14,35 @@ from .errors import InputError
 from .features.table import available_workers, list_cases
 from .outputs import atomic_output_dir, check_output_dir, csv_cell
 
+_MODELS: dict = {}  # per worker process: a long-lived worker (Dask) loads and verifies a model once
+
+
+def _model(model_path: str | None, trust: bool):
+    from .modelfile import load_model
+
+    place = Path(model_path) if model_path else None
+    stamp = None
+    if place is not None:  # a model folder changed on disk is loaded (and verified) again
+        folder = place if place.is_dir() else place.parent
+        stamp = tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()))
+    key = (model_path, trust, stamp)
+    if key not in _MODELS:
+        _MODELS.clear()
+        _MODELS[key] = load_model(place, trust=trust)
+    return _MODELS[key]
+
 
 def _predict_one(task: tuple[str, str, str | None, bool]) -> dict:
     import tempfile
 
     from .case import read_case
-    from .modelfile import load_model
     from .predict import predict_case, write_prediction
 
     case_dir, out_dir, model_path, trust = task
     case_id = Path(case_dir).name
     staging = None
     try:
-        loaded = load_model(Path(model_path) if model_path else None, trust=trust)
+        loaded = _model(model_path, trust)
         case = read_case(Path(case_dir))
         result = predict_case(case, loaded)
         # A staging folder per attempt: a task rerun after its worker died never meets the first attempt's

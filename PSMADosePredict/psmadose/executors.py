@@ -137,6 +137,13 @@ class DaskExecutor:
     def _connect(self, workers: int | None):
         from distributed import Client, LocalCluster
 
+        # Dask logs through its own stderr handler, warnings and errors only: its records must not reach the
+        # command's held-warnings handler (records from Dask's event-loop thread left that handler's lock held
+        # at exit, and the command hung in logging.shutdown).
+        dask_log = logging.getLogger("distributed")
+        dask_log.propagate = False
+        dask_log.setLevel(logging.WARNING)
+
         if self.address == "local":
             n = workers or os.cpu_count() or 1
             # One thread per worker process: the tasks are CPU-bound Python/numpy (the GIL would serialise threads).

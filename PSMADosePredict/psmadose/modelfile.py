@@ -68,6 +68,26 @@ class LoadedModel:
         return self.path / RADIOMICS_FILE if "radiomics" in self.model_set.feature_families else None
 
 
+def _skops_io():
+    """``skops.io``, imported without letting it import Dask: at import, skops lists scikit-learn's estimators by
+    walking every sklearn module, including sklearn's array-API shim for Dask, which imports Dask when installed
+    (psmadose[distributed]). The list is the same without it (the shim holds no estimator); a command without
+    --scheduler must not pay for or depend on Dask."""
+    import sys
+
+    if "skops.io" in sys.modules or "dask" in sys.modules:
+        import skops.io
+
+        return skops.io
+    sys.modules["dask"] = None  # makes 'import dask' raise ImportError, which the walk skips
+    try:
+        import skops.io
+    finally:
+        if sys.modules.get("dask", 0) is None:
+            del sys.modules["dask"]
+    return skops.io
+
+
 def bundled_model_dir() -> Path:
     return Path(str(files("psmadose") / "models" / BUNDLED_MODEL_NAME))
 
@@ -78,7 +98,7 @@ def sha256_bytes(data: bytes) -> str:
 
 def deterministic_skops_bytes(obj) -> bytes:
     """skops archive with fixed zip timestamps, so the same model gives the same bytes and hash."""
-    import skops.io as sio
+    sio = _skops_io()
 
     raw = sio.dumps(obj)
     out = io.BytesIO()
@@ -204,7 +224,7 @@ def check_card(card: dict, card_path: Path, digest: str, is_bundled: bool) -> No
 
 def load_model(path: Path | None = None, *, trust: bool = False) -> LoadedModel:
     """Load the bundled model (path None) or a model directory / model.skops path."""
-    import skops.io as sio
+    sio = _skops_io()
 
     bundled_dir = bundled_model_dir()
     directory = Path(path) if path is not None else bundled_dir
