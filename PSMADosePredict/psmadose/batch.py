@@ -86,10 +86,12 @@ def run_batch(cases: Path, out: Path, *, model_path: Path | None = None, trust_m
               executor=None) -> dict:
     """Predict every case of ``cases`` into ``out``; ``scheduler`` (or an open ``executor``) runs the cases on a
     Dask cluster (see psmadose.executors), else local processes."""
-    from .executors import open_executor
+    from .executors import check_options, open_executor
     from .modelfile import load_model
 
     check_output_dir(out, overwrite, inputs=(cases,))
+    if executor is None:
+        check_options(scheduler, workers)
     load_model(model_path, trust=trust_model)  # fail once, early, on a bad model
     case_dirs = list_cases(cases)
     if executor is None and scheduler is None:

@@ -150,10 +150,11 @@ def cmd_features(args) -> int:
 
 def _cohort_features(args, cohort: bool) -> int:
     """features over a cohort (a folder of cases) or with --scheduler: one task per case, one CSV, case order."""
-    from .executors import open_executor
+    from .executors import check_options, open_executor
     from .features.table import features_for_cases, list_cases, radiomics_params_if_available
     from .outputs import atomic_output_file, write_csv_table
 
+    check_options(args.scheduler, args.workers)
     cases = list_cases(args.case) if cohort else [args.case]
     params = radiomics_params_if_available(not args.no_radiomics)
     with _Progress("features") as progress, open_executor(args.scheduler, args.workers) as executor:

@@ -122,9 +122,10 @@ def evaluate_command(cohort: Path, out: Path, *, model_path: Path | None = None,
                      scheduler: str | None = None) -> dict:
     """``scheduler``: the features of each case are computed on a Dask cluster (psmadose.executors); the
     prediction and metrics of the whole table follow here."""
-    from .executors import open_executor
+    from .executors import check_options, open_executor
 
     check_output_dir(out, overwrite, inputs=(cohort,))
+    check_options(scheduler, workers)
     loaded = load_model(model_path, trust=trust_model)
     cases = list_cases(cohort)
     with open_executor(scheduler, workers) as executor:

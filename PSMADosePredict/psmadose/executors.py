@@ -252,21 +252,27 @@ class DaskExecutor:
 Executor = LocalExecutor | DaskExecutor
 
 
+def check_options(scheduler: str | None, workers: int | None) -> None:
+    """Refuse bad --scheduler / --workers combinations before any work (``open_executor`` checks them again)."""
+    scheduler = normalise_scheduler(scheduler)
+    if scheduler is not None and scheduler != "local" and workers is not None:
+        raise InputError(f"--workers sets local processes; with --scheduler {scheduler} the cluster's workers run the "
+                         "tasks: drop --workers")
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers must be >= 1, got {workers}")
+
+
 @contextlib.contextmanager
 def open_executor(scheduler: str | None = None, workers: int | None = None, *,
                   spawn: bool = False) -> Iterator[LocalExecutor | DaskExecutor]:
     """The executor of a cohort command: local processes without ``scheduler``, else Dask (closed on exit)."""
+    check_options(scheduler, workers)
     scheduler = normalise_scheduler(scheduler)
     if scheduler is None:
         from .features.table import available_workers
 
         yield LocalExecutor(available_workers(workers), spawn=spawn)
         return
-    if workers is not None and scheduler != "local":
-        raise InputError(f"--workers sets local processes; with --scheduler {scheduler} the cluster's workers run the "
-                         "tasks: drop --workers")
-    if workers is not None and workers < 1:
-        raise InputError(f"--workers must be >= 1, got {workers}")
     executor = DaskExecutor(scheduler, workers=workers)
     try:
         yield executor

@@ -220,12 +220,13 @@ def train_command(cohort: Path, out: Path, *, workers: int | None = None, overwr
     """
     import shutil
 
-    from .executors import open_executor
+    from .executors import check_options, open_executor
     from .features.table import available_workers, features_for_cases, list_cases, radiomics_params_if_available
     from .modelfile import RADIOMICS_FILE, save_model
     from .outputs import atomic_output_dir, check_output_dir
 
     check_output_dir(out, overwrite, inputs=(cohort,))
+    check_options(scheduler, workers)
     cases = list_cases(cohort)
     params = radiomics_params_if_available(radiomics)
     with open_executor(scheduler, workers) as executor:

@@ -49,7 +49,7 @@ class DaskProcesses:
             env["HOME"] = "/tmp"
         process = subprocess.Popen(prefix + [sys.executable, "-m", "dask", *argv], stdout=log,
                                    stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent,
-                                   cwd=self.logdir)
+                                   cwd="/tmp" if user else self.logdir)
         self.processes.append(process)
         return process
 
@@ -73,6 +73,9 @@ class DaskProcesses:
         self.workers.append(process)
         return process
 
+    def worker_log(self, name: str) -> str:
+        return (self.logdir / f"{name}.log").read_text(errors="replace")
+
     def wait_for_workers(self, n: int, timeout: float = 90) -> None:
         from distributed import Client
 
@@ -85,7 +88,7 @@ class DaskProcesses:
                 process.terminate()
         for process in self.processes:
             try:
-                process.wait(timeout=10)
+                process.wait(timeout=3)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
@@ -99,7 +102,8 @@ def dask_cluster(logdir: Path, n_workers: int = 2):
         cluster.start_scheduler()
         for n in range(n_workers):
             cluster.start_worker(f"w{n + 1}")
-        cluster.wait_for_workers(n_workers)
+        if n_workers:
+            cluster.wait_for_workers(n_workers)
         yield cluster
     finally:
         cluster.stop()

@@ -143,12 +143,15 @@ def simulate_cohort(out: Path, preset_name: str = "demo", *, n_patients: int | N
                     progress: Progress | None = None, scheduler: str | None = None, executor=None) -> Path:
     """Write one case directory per virtual patient into ``out`` (atomically) and a cohort.json; ``scheduler``
     (or an open ``executor``) runs the patients on a Dask cluster (psmadose.executors), else local processes."""
+    from ..executors import check_options, open_executor
+
+    if executor is None:
+        check_options(scheduler, workers)
     tasks = plan_cohort(preset_name, n_patients, seed)
     if spect_times_h is not None:
         if not spect_times_h or any(not (0 < t <= 2000) for t in spect_times_h):
             raise InputError("--spect-times must be hours after injection in (0, 2000], e.g. 4,24,96")
     from .. import __version__
-    from ..executors import open_executor
     from ..features.table import available_workers
 
     with contextlib.ExitStack() as stack:
