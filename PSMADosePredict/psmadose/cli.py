@@ -26,7 +26,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _HeldWarnings(logging.Handler):
-    """Collects log records; ``release`` writes them to stderr as 'warning: ...' lines."""
+    """Collects log records; ``release_held`` writes them to stderr as 'warning: ...' lines."""
 
     def __init__(self):
         super().__init__()
@@ -38,7 +38,7 @@ class _HeldWarnings(logging.Handler):
         else:
             self.records.append(record)
 
-    def release(self):
+    def release_held(self):  # not 'release': that is logging.Handler's lock release, called after every emit
         for record in self.records:
             sys.stderr.write(f"{record.levelname.lower()}: {' '.join(record.getMessage().split())}\n")
         self.records.clear()
@@ -459,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
                         handlers=[held])
     try:
         status = args.func(args)
-        held.release()
+        held.release_held()
         return status
     except InputError as exc:
         sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")

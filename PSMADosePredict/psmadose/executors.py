@@ -27,6 +27,7 @@ import logging
 import os
 import socket
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -137,9 +138,8 @@ class DaskExecutor:
     def _connect(self, workers: int | None):
         from distributed import Client, LocalCluster
 
-        # Dask logs through its own stderr handler, warnings and errors only: its records must not reach the
-        # command's held-warnings handler (records from Dask's event-loop thread left that handler's lock held
-        # at exit, and the command hung in logging.shutdown).
+        # Dask logs through its own stderr handler, warnings and errors only (its INFO chatter is not the user's
+        # business, and its records stay off the command's held-warnings handler).
         dask_log = logging.getLogger("distributed")
         dask_log.propagate = False
         dask_log.setLevel(logging.WARNING)
@@ -151,7 +151,11 @@ class DaskExecutor:
                                         silence_logs=logging.ERROR)
             return Client(self.cluster)
         try:
-            client = Client(self.address, timeout=CONNECT_TIMEOUT_S)
+            with warnings.catch_warnings(record=True) as caught:  # e.g. VersionMismatchWarning: held by the CLI
+                warnings.simplefilter("always")
+                client = Client(self.address, timeout=CONNECT_TIMEOUT_S)
+            for warning in caught:
+                log.warning("Dask: %s", " ".join(str(warning.message).split()))
         except (OSError, TimeoutError) as exc:
             raise InputError(f"cannot reach the Dask scheduler at {self.address} within {CONNECT_TIMEOUT_S:g} s "
                              f"({type(exc).__name__}); start it ('dask scheduler') or fix --scheduler") from None

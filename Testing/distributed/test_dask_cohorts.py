@@ -166,3 +166,33 @@ def test_simulate_in_process_with_an_open_executor(tmp_path):
     assert seen == [(1, 3), (2, 3), (3, 3)]
     assert sorted(p.name for p in (tmp_path / "a").iterdir() if p.is_dir()) == ["vp001", "vp002", "vp003"]
     assert not (tmp_path / "b").exists()
+
+
+def test_held_warnings_handler_releases_its_lock():
+    """Dask logs from its own threads: the CLI's held-warnings handler must release its lock after each record
+    (it once overrode logging.Handler.release, leaving the lock held: a later record from another thread, or
+    logging.shutdown at exit, waited forever) and must hold warnings until the command succeeds."""
+    import io
+    import logging
+    import threading
+    from contextlib import redirect_stderr
+
+    from psmadose.cli import _HeldWarnings
+
+    handler = _HeldWarnings()
+    logger = logging.getLogger("psmadose.test-held")
+    logger.addHandler(handler)
+    logger.propagate = False
+    stderr = io.StringIO()
+    try:
+        with redirect_stderr(stderr):
+            worker = threading.Thread(target=lambda: [logger.warning("first"), logger.warning("second")])
+            worker.start()
+            worker.join()
+            assert handler.lock.acquire(timeout=2), "the handler's lock is still held by a finished thread"
+            handler.lock.release()
+            assert stderr.getvalue() == ""  # nothing shown before the command succeeds
+            handler.release_held()
+    finally:
+        logger.removeHandler(handler)
+    assert stderr.getvalue() == "warning: first\nwarning: second\n"
