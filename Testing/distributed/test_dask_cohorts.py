@@ -66,6 +66,7 @@ def test_features_of_a_cohort_on_cluster_match_local_processes(cluster, small_co
     assert all(row in data.splitlines() for row in rows[1:])
 
 
+@pytest.mark.slow
 def test_evaluate_on_cluster_matches_local(cluster, small_cohort, tmp_path):
     local = run_cli("evaluate", small_cohort, "--out", tmp_path / "local", "--workers", "1")
     assert local.returncode == 0, local.stderr
@@ -116,6 +117,7 @@ def test_scheduler_addresses():
             normalise_scheduler(bad)
 
 
+@pytest.mark.slow
 def test_local_cluster_simulation_matches_serial(small_cohort, tmp_path):
     result = run_cli("simulate", "--out", tmp_path / "cohort", "--patients", "4", "--scheduler", "local",
                      "--workers", "2")
@@ -196,3 +198,17 @@ def test_held_warnings_handler_releases_its_lock():
     finally:
         logger.removeHandler(handler)
     assert stderr.getvalue() == "warning: first\nwarning: second\n"
+
+
+@pytest.mark.slow
+def test_train_on_cluster_gives_the_same_model(cluster, tmp_path):
+    """Features per case and one cross-validation run per group x candidate on the cluster: the same model."""
+    cohort = tmp_path / "cohort"
+    simulate_cohort(cohort, "demo", n_patients=6, seed=77, workers=1)
+    local = run_cli("train", cohort, "--out", tmp_path / "local", "--workers", "1")
+    assert local.returncode == 0, local.stderr
+    remote = run_cli("train", cohort, "--out", tmp_path / "dask", "--scheduler", cluster.address)
+    assert remote.returncode == 0, remote.stderr
+    cards = [json.loads((tmp_path / name / "model_card.json").read_text()) for name in ("local", "dask")]
+    assert cards[0]["metrics"] == cards[1]["metrics"] and cards[0]["sha256"] == cards[1]["sha256"]
+    assert (tmp_path / "local" / "model.skops").read_bytes() == (tmp_path / "dask" / "model.skops").read_bytes()

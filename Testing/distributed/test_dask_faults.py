@@ -46,6 +46,7 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(cohort_with_bad_case
     assert not list((tmp_path / "dask-out").glob(".*partial*"))
 
 
+@pytest.mark.slow
 def test_cancellation_stops_the_cluster_tasks(cluster, cohort_with_bad_case, tmp_path):
     from distributed import Client
 
