@@ -21,17 +21,17 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def small_cohort(tmp_path_factory) -> Path:
-    """Four virtual patients (demo preset), generated serially."""
+    """Three virtual patients (demo preset), generated serially."""
     from psmadose.simulate.cohort import simulate_cohort
 
     out = tmp_path_factory.mktemp("cohort") / "cohort"
-    simulate_cohort(out, "demo", n_patients=4, workers=1)
+    simulate_cohort(out, "demo", n_patients=3, workers=1)
     return out
 
 
 @pytest.fixture(scope="session")
 def cohort_with_bad_case(small_cohort, tmp_path_factory) -> Path:
-    """The four patients and a fifth whose clinical.json has an implausible weight (refused by read_case)."""
+    """The three patients and a fourth whose clinical.json has an implausible weight (refused by read_case)."""
     import json
 
     out = tmp_path_factory.mktemp("bad") / "cases"
