@@ -7,8 +7,10 @@ Measures, on this machine:
     LocalCluster of 2 single-thread workers, and of 1 worker (scaling 1 -> 2);
   - batch prediction of M of those cases, the same three ways;
   - per-task overhead of the Dask path: K empty tasks through ``Executor.run`` (submit, stream back, re-order);
-  - peak resident memory of each Dask worker process after the batch (ru_maxrss).
-Cluster start-up is timed apart and not counted in the throughput.
+  - peak resident memory of each Dask worker process during the batch (VmHWM, reset before the batch);
+  - with --whole-body W: batch of W copies of a whole-body case (PET 200x200x250 at 4 mm, CT, ~20 segments;
+    tools/benchmark_predict.py's case) on 2 Dask workers, local pool for comparison, and the workers' peak memory.
+Cluster start-up is timed apart and not counted in the throughput. --only-whole-body skips the rest.
 """
 
 from __future__ import annotations
@@ -50,7 +52,12 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=40)
     parser.add_argument("--cases", type=int, default=20)
     parser.add_argument("--empty", type=int, default=1000)
+    parser.add_argument("--whole-body", type=int, default=4)
+    parser.add_argument("--only-whole-body", action="store_true")
     args = parser.parse_args()
+    if args.only_whole_body:
+        whole_body(args.whole_body)
+        return
 
     from psmadose.batch import run_batch
     from psmadose.executors import LocalExecutor, open_executor
@@ -99,6 +106,39 @@ def main() -> None:
                     lambda: LocalExecutor(2).run(_noop, list(range(args.empty))))
     print(f"  per-task overhead of the local pool: {1000 * seconds / args.empty:.2f} ms (including pool start)")
     print(f"(scratch: {scratch}; remove when done)")
+    if args.whole_body:
+        whole_body(args.whole_body)
+
+
+def whole_body(n_cases: int) -> None:
+    import shutil
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from benchmark_predict import make_case
+    from psmadose.batch import run_batch
+    from psmadose.executors import open_executor
+
+    scratch = Path(tempfile.mkdtemp(prefix="psmadose-bench-wb-"))
+    source = make_case(scratch / "made")
+    cases = scratch / "cases"
+    cases.mkdir()
+    for n in range(n_cases):
+        shutil.copytree(source, cases / f"wb{n + 1:02d}")
+    start = time.perf_counter()
+    run_batch(cases, scratch / "local", workers=2)
+    local = time.perf_counter() - start
+    print(f"whole-body batch, local pool, 2 processes: {n_cases} in {local:.1f} s", flush=True)
+    with open_executor("local", 2) as executor:
+        executor.run(_noop, [0, 1, 2, 3])
+        executor.client.run(_reset_peak)
+        start = time.perf_counter()
+        summary = run_batch(cases, scratch / "dask", executor=executor)
+        seconds = time.perf_counter() - start
+        peaks = executor.client.run(_vmhwm_mb)
+    print(f"whole-body batch, Dask LocalCluster, 2 workers: {n_cases} in {seconds:.1f} s ({summary['succeeded']} ok); "
+          "peak RSS per worker (MB): " + ", ".join(f"{p:.0f}" for p in sorted(peaks.values())), flush=True)
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
