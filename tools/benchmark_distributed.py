@@ -47,6 +47,20 @@ def _vmhwm_mb() -> float:
     return _peak_rss_mb()
 
 
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_seconds(executor=None) -> float:
+    """CPU seconds of this process and its finished children, plus those of the Dask workers of ``executor``."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = _own_cpu() + children.ru_utime + children.ru_stime
+    if executor is not None and getattr(executor, "client", None) is not None:
+        total += sum(executor.client.run(_own_cpu).values())
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--patients", type=int, default=40)
@@ -66,12 +80,17 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="psmadose-bench-"))
     rows = []
 
-    def timed(label: str, n: int, fn) -> float:
+    def timed(label: str, n: int, fn, executor=None) -> float:
+        """Wall time, and CPU seconds per item of this process plus its workers (children or Dask workers): on
+        a machine shared with other jobs the CPU figure compares the two paths where wall time cannot."""
+        cpu_before = _cpu_seconds(executor)
         start = time.perf_counter()
         fn()
         seconds = time.perf_counter() - start
+        cpu = _cpu_seconds(executor) - cpu_before
         rows.append((label, n, seconds, n / seconds))
-        print(f"{label:<44} {n:>5} in {seconds:7.1f} s  {n / seconds:6.2f} /s", flush=True)
+        print(f"{label:<44} {n:>5} in {seconds:7.1f} s  {n / seconds:6.2f} /s   CPU {cpu / n:6.3f} s each",
+              flush=True)
         return seconds
 
     cases = scratch / "cases"
@@ -89,17 +108,18 @@ def main() -> None:
             executor.run(_noop, list(range(2 * n_workers)))  # the workers are up and warm
             sim_out, batch_out = scratch / f"sim-dask{n_workers}", scratch / f"batch-dask{n_workers}"
             timed(f"simulate, Dask LocalCluster, {n_workers} worker(s)", args.patients,
-                  lambda out=sim_out, ex=executor: simulate_cohort(out, "demo", n_patients=args.patients, executor=ex))
+                  lambda out=sim_out, ex=executor: simulate_cohort(out, "demo", n_patients=args.patients, executor=ex),
+                  executor)
             executor.client.run(_reset_peak)
             timed(f"batch, Dask LocalCluster, {n_workers} worker(s)", args.cases,
-                  lambda out=batch_out, ex=executor: run_batch(cases, out, executor=ex))
+                  lambda out=batch_out, ex=executor: run_batch(cases, out, executor=ex), executor)
             peaks = executor.client.run(_vmhwm_mb)
             print("  peak RSS per worker during batch (MB): "
                   + ", ".join(f"{peak:.0f}" for peak in sorted(peaks.values())), flush=True)
             if n_workers == 2:
                 executor.run(_noop, list(range(100)))  # warm
                 seconds = timed("empty tasks, Dask LocalCluster, 2 workers", args.empty,
-                                lambda: executor.run(_noop, list(range(args.empty))))
+                                lambda: executor.run(_noop, list(range(args.empty))), executor)
                 print(f"  per-task overhead of the Dask path: {1000 * seconds / args.empty:.2f} ms "
                       "(2 workers in parallel; submit + stream back + re-order)", flush=True)
     seconds = timed("empty tasks, local pool, 2 processes", args.empty,
