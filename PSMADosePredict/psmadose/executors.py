@@ -145,10 +145,17 @@ class DaskExecutor:
         dask_log.setLevel(logging.WARNING)
 
         if self.address == "local":
+            import dask
+
             n = workers or os.cpu_count() or 1
             # One thread per worker process: the tasks are CPU-bound Python/numpy (the GIL would serialise threads).
-            self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                                        silence_logs=logging.ERROR)
+            # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in its workers, which pins glibc's mmap threshold at
+            # 128 kB: every image-sized numpy temporary is then mmapped and faulted in afresh (measured: 12x the page
+            # faults, 10x the system time, 2.8x the wall time of a simulated patient). psmadose's workers keep glibc's
+            # default (see docs/CLUSTER.md for clusters started by hand).
+            with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+                self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                            dashboard_address=None, silence_logs=logging.ERROR)
             return Client(self.cluster)
         try:
             with warnings.catch_warnings(record=True) as caught:  # e.g. VersionMismatchWarning: held by the CLI
