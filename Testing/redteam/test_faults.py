@@ -71,7 +71,7 @@ def _tmp_exists(parent: Path):
 def folder(demo_case, tmp_path):
     shutil.copytree(demo_case, tmp_path / "case")
     cohort = tmp_path / "cohort"
-    for name in ("vp001", "vp002", "vp003"):
+    for name in ("vp001", "vp002", "vp003", "vp004", "vp005", "vp006"):
         shutil.copytree(demo_case, cohort / name)
     (tmp_path / "notes.txt").write_text("years of work\n")
     return tmp_path
@@ -79,13 +79,13 @@ def folder(demo_case, tmp_path):
 
 COMMANDS = {
     "predict": lambda f: ["predict", f / "case", "--out", f / "out"],
-    "simulate": lambda f: ["simulate", "--out", f / "out", "--preset", "demo", "--patients", "6", "--workers", "2"],
+    "simulate": lambda f: ["simulate", "--out", f / "out", "--preset", "demo", "--patients", "16", "--workers", "2"],
     "batch": lambda f: ["batch", f / "cohort", "--out", f / "out", "--workers", "2"],
     "evaluate": lambda f: ["evaluate", f / "cohort", "--out", f / "out", "--workers", "2"],
     "demo": lambda f: ["demo", "--out", f / "out"],
 }
 SIGNALS = [("predict", signal.SIGTERM, 1.0), ("predict", signal.SIGINT, 2.5), ("predict", signal.SIGHUP, 0.5),
-           ("simulate", signal.SIGTERM, "tmp"), ("simulate", signal.SIGTERM, "tmp+1.5"),
+           ("simulate", signal.SIGTERM, "tmp"), ("simulate", signal.SIGTERM, "tmp+1"),
            ("simulate", signal.SIGINT, "tmp+0.5"), ("batch", signal.SIGTERM, "tmp"),
            ("batch", signal.SIGTERM, "tmp+2"), ("evaluate", signal.SIGTERM, "tmp+1"),
            ("demo", signal.SIGTERM, "tmp"), ("demo", signal.SIGTERM, "tmp+2")]
