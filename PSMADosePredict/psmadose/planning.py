@@ -16,7 +16,7 @@ from __future__ import annotations
 import html
 import math
 
-from .report import TUMOUR_DOSE_REFERENCES, dose_limit_for
+from .dose_references import TUMOUR_DOSE_REFERENCES, dose_limit_for
 
 DECISION_SUPPORT_NOTE = (
     "Decision support for research and teaching, not a prescription: predictions from a model trained on "

@@ -9,7 +9,7 @@
 
 Every file is written under a temporary name and renamed into place, so a partial report never appears.
 
-Reference limits (``DOSE_LIMITS``) live here, in one place, for the CLI and the Slicer module to import.
+Reference limits and tumour dose figures live in ``dose_references``.
 """
 
 from __future__ import annotations
@@ -18,10 +18,7 @@ import html
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +41,15 @@ from .dose_colors import (
     save_figure_atomic,
     write_legend_png,
 )
+from .dose_references import (
+    DOSE_LIMITS,
+    ORGAN_AT_RISK_TYPES,
+    TUMOUR_DOSE_REFERENCES,
+    TUMOUR_TYPE,
+    _structure_key,
+    dose_limit_for,
+)
+from .outputs import atomic_output_file
 
 logger = logging.getLogger(__name__)
 
@@ -57,105 +63,12 @@ BANNER_TEXT = (
     "Not for treatment decisions."
 )
 
-ORGAN_AT_RISK_TYPES = ("kidney", "parotid", "submandibular", "lacrimal")
-TUMOUR_TYPE = "tumour"
-
 MAX_PNG_BYTES = 200_000
 _LOG_TICKS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
 FIGURE_DPI = 100
 
 
-@dataclass(frozen=True)
-class DoseLimit:
-    """A reference absorbed-dose limit for one structure type."""
-
-    structure_type: str  # "kidney", "parotid", ...
-    value: float
-    unit: str  # "Gy"
-    basis: str  # "cumulative": summed over all cycles, mean absorbed dose to the organ
-    label: str  # short text drawn next to the line in figures
-    source: str  # citation and caveats
-
-
-# Sources: the project's REFERENCES.md (kidney, tumour) and the QUANTEC parotid paper (salivary glands).
-DOSE_LIMITS: list[DoseLimit] = [
-    DoseLimit(
-        structure_type="kidney",
-        value=23.0,
-        unit="Gy",
-        basis="cumulative",
-        label="kidney 23 Gy (external-beam-derived)",
-        source=(
-            "Kidney 23 Gy cumulative mean absorbed dose, as used for 177Lu-PSMA-617 by Fendler et al. 2016; "
-            "taken over from external-beam radiotherapy experience. No 177Lu-specific kidney threshold is "
-            "established."
-        ),
-    ),
-    DoseLimit(
-        structure_type="parotid",
-        value=25.0,
-        unit="Gy",
-        basis="cumulative",
-        label="parotid 25 Gy (external-beam reference)",
-        source=(
-            "QUANTEC parotid constraint (Deasy et al., Int J Radiat Oncol Biol Phys "
-            "2010;76(3 Suppl):S58-S63): severe xerostomia is usually avoided if both parotid glands "
-            "receive a mean dose below ~25 Gy (or one gland below ~20 Gy) in fractionated external-beam "
-            "radiotherapy. An external-beam-derived reference, not a 177Lu-specific threshold: no "
-            "salivary-gland dose limit is established for 177Lu-PSMA, whose low dose rate and heterogeneous "
-            "uptake differ from external beam. No reference is drawn for submandibular or lacrimal glands."
-        ),
-    ),
-]
-"""Reference limits drawn in the report; cumulative over all planned cycles."""
-
-
-@dataclass(frozen=True)
-class TumourDoseReference:
-    """A published tumour dose per injected activity, shown as an annotation (not a threshold)."""
-
-    value_gy_per_gbq: float
-    sd_gy_per_gbq: float
-    label: str
-    short_label: str  # tick label in figures
-    source: str
-
-
-TUMOUR_DOSE_REFERENCES: list[TumourDoseReference] = [
-    TumourDoseReference(
-        4.0,
-        2.9,
-        "non-responders 4.0 Gy/GBq",
-        "non-resp. 4.0",
-        "Volter et al. 2021, 177Lu-PSMA-617: mean tumour dose 4.0 +- 2.9 Gy/GBq in non-responders "
-        "(group mean, not a threshold).",
-    ),
-    TumourDoseReference(
-        10.2,
-        12.0,
-        "responders 10.2 Gy/GBq",
-        "resp. 10.2",
-        "Volter et al. 2021, 177Lu-PSMA-617: mean tumour dose 10.2 +- 12.0 Gy/GBq in responders "
-        "(group mean, not a threshold).",
-    ),
-]
-
-
-def dose_limit_for(structure_type: str) -> DoseLimit | None:
-    """The reference limit of a structure type ("kidney", "parotid", ...), or None when none is sourced."""
-    key = _structure_key(structure_type)
-    for limit in DOSE_LIMITS:
-        if limit.structure_type == key:
-            return limit
-    return None
-
-
 # ----------------------------------------------------------------------------------------------- helpers
-
-
-def _structure_key(value) -> str:
-    value = getattr(value, "value", value)  # StructureType enum or plain string
-    return str(value or "").strip().lower().replace("tumor", "tumour")
 
 
 def _float(value) -> float | None:
@@ -219,14 +132,8 @@ def _planned_activity_and_cycles(clinical: dict, rows: list[dict]) -> tuple[floa
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f"{path.suffix}.tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_output_file(path, overwrite=True) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _save_png(fig: Figure, path: Path, dpi: float = FIGURE_DPI) -> Path:
@@ -250,21 +157,43 @@ def _erode(mask: np.ndarray) -> np.ndarray:
     return padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
 
 
-def _orient_lps(array: np.ndarray, direction: Sequence[float] | None) -> tuple[np.ndarray, list[str]]:
-    """Flip (k, j, i) axes whose direction cosine points against L, P, S; notes for oblique images."""
-    notes: list[str] = []
+def _lps_axes(direction: Sequence[float] | None) -> tuple[tuple[int, int, int], tuple[bool, bool, bool], list[str]]:
+    """For each patient axis S, P, L (array order k, j, i of an LPS image): the array axis that runs along it and
+    whether it runs backwards. Handles flipped and permuted (e.g. sagittally stored) grids; an oblique grid is
+    drawn along its nearest patient axes, with a note."""
     if direction is None:
-        return array, notes
-    matrix = np.asarray(direction, dtype=float).reshape(3, 3)  # columns: image i, j, k axes in LPS
-    if not np.allclose(np.abs(matrix), np.eye(3), atol=1e-3):
-        notes.append(
-            "The PET grid is not aligned with the patient axes; the MIP is drawn along the image axes."
-        )
-        matrix = np.diag(np.sign(np.diag(matrix)) + (np.diag(matrix) == 0))
-    for image_axis, array_axis in ((0, 2), (1, 1), (2, 0)):  # image i -> array axis 2, j -> 1, k -> 0
-        if matrix[image_axis, image_axis] < 0:
-            array = np.flip(array, axis=array_axis)
+        return (0, 1, 2), (False, False, False), []
+    matrix = np.asarray(direction, dtype=float).reshape(3, 3)  # column c: image axis c (i, j, k) in L, P, S
+    notes = []
+    if not np.allclose(np.abs(matrix), np.round(np.abs(matrix)), atol=1e-3):
+        notes.append("The PET grid is oblique to the patient axes; the MIP is drawn along the nearest patient axes.")
+    nearest = np.argmax(np.abs(matrix), axis=0)  # patient axis (0 L, 1 P, 2 S) of image axes i, j, k
+    if sorted(nearest.tolist()) != [0, 1, 2]:
+        return (0, 1, 2), (False, False, False), notes + ["The PET grid's axes are degenerate; drawn as stored."]
+    order, backwards = [], []
+    for patient_axis in (2, 1, 0):  # S, P, L -> array axes 0, 1, 2 of an LPS (k, j, i) array
+        image_axis = int(np.flatnonzero(nearest == patient_axis)[0])
+        order.append(2 - image_axis)  # image axis i is array axis 2, k is array axis 0
+        backwards.append(bool(matrix[patient_axis, image_axis] < 0))
+    return tuple(order), tuple(backwards), notes
+
+
+def _orient_lps(array: np.ndarray, direction: Sequence[float] | None) -> tuple[np.ndarray, list[str]]:
+    """The (k, j, i) array re-ordered and flipped so that its axes run along S, P, L (increasing)."""
+    order, backwards, notes = _lps_axes(direction)
+    array = np.transpose(array, order)
+    for axis, flip in enumerate(backwards):
+        if flip:
+            array = np.flip(array, axis=axis)
     return array, notes
+
+
+def _lps_spacing(spacing_mm: Sequence[float], direction: Sequence[float] | None) -> tuple[float, float, float]:
+    """(i, j, k) spacing of the re-oriented array (``_orient_lps``)."""
+    order, _, _ = _lps_axes(direction)
+    by_array_axis = [float(s) for s in reversed(list(spacing_mm))]  # array axes k, j, i
+    k, j, i = (by_array_axis[a] for a in order)
+    return i, j, k
 
 
 def write_mip_figure(
@@ -290,7 +219,7 @@ def write_mip_figure(
     pet = np.asarray(pet_array, dtype=np.float32)
     if pet.ndim != 3:
         raise ValueError(f"pet_array must be 3-D (k, j, i), got shape {pet.shape}")
-    spacing_i, _spacing_j, spacing_k = (float(s) for s in spacing_mm)
+    spacing_i, _spacing_j, spacing_k = _lps_spacing(spacing_mm, direction)
     notes: list[str] = []
     pet, orient_notes = _orient_lps(pet, direction)
     notes.extend(orient_notes)
