@@ -49,12 +49,7 @@ from .errors import InputError
 from .intervals import LEVELS as INTERVAL_LEVELS
 from .intervals import describe_stratum, interval_bounds, level_key, row_strata
 from .physics import calibrate_log_ratio, unit_dose_gy_per_gbq
-
-GROUP_STRUCTURE_TYPES = {
-    "tumour": ("tumour",),
-    "kidney": ("kidney",),
-    "salivary": ("parotid", "submandibular", "lacrimal"),
-}
+from .structures import GROUP_STRUCTURE_TYPES  # one definition, re-exported for model users
 
 # The structure's own uptake (UPTAKE_FEATURE) enters only through the physics baseline, never the correction.
 PATIENT_FEATURES = ("n_lesions", "total_tumour_volume_ml")

@@ -696,72 +696,51 @@ def _percent(value) -> str:
     return "–" if number is None else f"{100 * number:.1f} %"
 
 
+def _metrics_table_html(title: str, measured_on: str, rows) -> list[str]:
+    has_oracle = any(r.oracle_mape is not None for r in rows)
+    headers = ["Model group", "Model", "n (structures)", "MAPE", "Baseline MAPE (population mean)",
+               "Physics baseline MAPE", "MAE (Gy/GBq)", "R²", "80 % interval coverage", "90 % interval coverage"]
+    if has_oracle:
+        headers.append("Oracle MAPE")
+    parts = [f"<h3>{_esc(title)}</h3>",
+             f"<p class='small'>Measured on: {_esc(measured_on)}. MAPE = mean absolute percentage error of the "
+             "predicted Gy/GBq against the reference dosimetry.</p>",
+             "<table class='metrics'><thead><tr>" + "".join(f"<th>{h}</th>" for h in headers) + "</tr></thead><tbody>"]
+    for r in rows:
+        cells = [f"<td>{_esc(r.group)}</td>", f"<td>{_esc(r.method)}</td>",
+                 f"<td class='num'>{_esc(r.n if r.n is not None else '–')}</td>",
+                 f"<td class='num'>{_percent(r.mape)}</td>", f"<td class='num'>{_percent(r.baseline_mape)}</td>",
+                 f"<td class='num'>{_percent(r.physics_mape)}</td>", f"<td class='num'>{_fmt(r.mae_gy_per_gbq)}</td>",
+                 f"<td class='num'>{_fmt(r.r2, 2)}</td>", f"<td class='num'>{_percent(r.coverage_80)}</td>",
+                 f"<td class='num'>{_percent(r.coverage_90)}</td>"]
+        if has_oracle:
+            cells.append(f"<td class='num'>{_percent(r.oracle_mape)}</td>")
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append("</tbody></table>")
+    return parts
+
+
 def _model_card_html(model_card: dict) -> str:
+    from .modelcard import summarize
+
     card = model_card or {}
-    sha = str(card.get("sha256") or "")
+    summary = summarize(card)
+    sha = summary.sha256
     sha_short = (sha[:12] + "…" if len(sha) > 12 else sha) or "–"
-    trained_on = card.get("trained_on") or "not recorded"
-    measured_on = card.get("metrics_measured_on") or (
-        f"patient-grouped cross-validation on the training cohort ({trained_on})"
-    )
     parts = [
         "<table class='card'><tbody>",
-        f"<tr><th>Model</th><td>{_esc(card.get('model_id') or 'unknown')}</td></tr>",
+        f"<tr><th>Model</th><td>{_esc(summary.model_id)}</td></tr>",
         f"<tr><th>sha256</th><td title='{_esc(sha)}'><code>{_esc(sha_short)}</code></td></tr>",
-        f"<tr><th>Intended use</th><td>{_esc(card.get('intended_use') or 'not recorded')}</td></tr>",
-        f"<tr><th>Trained on</th><td>{_esc(trained_on)}</td></tr>",
+        f"<tr><th>Intended use</th><td>{_esc(summary.intended_use)}</td></tr>",
+        f"<tr><th>Trained on</th><td>{_esc(summary.trained_on)}</td></tr>",
         "</tbody></table>",
     ]
-    metrics = card.get("metrics") if isinstance(card.get("metrics"), dict) else {}
-    if metrics:
-        has_oracle = any(isinstance(m, dict) and "oracle_mape" in m for m in metrics.values())
-        has_cov = any(
-            isinstance(m, dict) and ("coverage_80" in m or "coverage_90" in m) for m in metrics.values()
-        )
-        headers = [
-            "Model group",
-            "n (structures)",
-            "MAPE",
-            "Baseline MAPE (population mean)",
-            "Physics baseline MAPE",
-            "MAE (Gy/GBq)",
-            "R²",
-        ]
-        if has_cov:
-            headers += ["80 % interval coverage", "90 % interval coverage"]
-        if has_oracle:
-            headers.append("Oracle MAPE")
-        parts.append(
-            f"<p class='small'>Accuracy measured on: {_esc(measured_on)}. MAPE = mean absolute "
-            f"percentage error of the predicted Gy/GBq against the reference dosimetry.</p>"
-        )
-        parts.append(
-            "<table class='metrics'><thead><tr>"
-            + "".join(f"<th>{h}</th>" for h in headers)
-            + "</tr></thead><tbody>"
-        )
-        for group, m in metrics.items():
-            m = m if isinstance(m, dict) else {}
-            n = m.get("n")
-            cells = [
-                f"<td>{_esc(group)}</td>",
-                f"<td class='num'>{_esc(n if n is not None else '–')}</td>",
-                f"<td class='num'>{_percent(m.get('mape'))}</td>",
-                f"<td class='num'>{_percent(m.get('baseline_mape'))}</td>",
-                f"<td class='num'>{_percent(m.get('physics_mape'))}</td>",
-                f"<td class='num'>{_fmt(m.get('mae_gy_per_gbq'))}</td>",
-                f"<td class='num'>{_fmt(m.get('r2'), 2)}</td>",
-            ]
-            if has_cov:
-                cells += [
-                    f"<td class='num'>{_percent(m.get('coverage_80'))}</td>",
-                    f"<td class='num'>{_percent(m.get('coverage_90'))}</td>",
-                ]
-            if has_oracle:
-                cells.append(f"<td class='num'>{_percent(m.get('oracle_mape'))}</td>")
-            parts.append("<tr>" + "".join(cells) + "</tr>")
-        parts.append("</tbody></table>")
-    else:
+    if summary.heldout_rows:
+        parts += _metrics_table_html("Accuracy on held-out patients", summary.heldout_measured_on,
+                                     summary.heldout_rows)
+    if summary.cv_rows:
+        parts += _metrics_table_html("Cross-validation accuracy", summary.cv_measured_on, summary.cv_rows)
+    if not summary.heldout_rows and not summary.cv_rows:
         parts.append("<p class='small'>No accuracy metrics recorded in the model card.</p>")
     features = card.get("features") if isinstance(card.get("features"), dict) else {}
     if features:
