@@ -15,8 +15,7 @@ from pathlib import Path
 from .errors import CancelledError, InputError, os_error_message
 
 log = logging.getLogger("psmadose")
-BANNER = ("Research and teaching software: model trained on virtual patients, not clinically validated. "
-          "Not for treatment decisions.")
+from . import BANNER  # noqa: E402
 
 
 class _Parser(argparse.ArgumentParser):

@@ -55,7 +55,7 @@ from .structures import GROUP_STRUCTURE_TYPES  # one definition, re-exported for
 PATIENT_FEATURES = ("n_lesions", "total_tumour_volume_ml")
 CLINICAL_FEATURES = ("age_years", "weight_kg", "height_cm", "bsa_m2", "bmi_kg_m2", "egfr_ml_min_1_73m2",
                      "log_psa_ng_ml", "alp_u_l", "ldh_u_l", "hemoglobin_g_dl", "prior_taxane_lines", "prior_arpi",
-                     "pet_uptake_time_min", "tracer_18F-DCFPyL", "tracer_18F-PSMA-1007", "tracer_68Ga-PSMA-11")
+                     "pet_uptake_time_min") + tuple(f"tracer_{tracer}" for tracer in TRACERS)
 CORRECTION_FEATURES = PATIENT_FEATURES + CLINICAL_FEATURES
 # Strictly positive, right-skewed features: the learners and the domain check see their logarithm.
 LOG_FEATURES = ("suv_tissue", "suv_tissue_to_max", "n_lesions", "total_tumour_volume_ml", "weight_kg", "alp_u_l",

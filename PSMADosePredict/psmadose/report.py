@@ -34,6 +34,7 @@ from matplotlib.ticker import (
     NullLocator,
 )
 
+from . import BANNER
 from .dose_colors import (
     add_dose_colorbar,
     colormap_description,
@@ -58,10 +59,7 @@ MIP_FIGURE_FILENAME = "figure_mip.png"
 DOSE_LIMITS_FIGURE_FILENAME = "figure_dose_limits.png"
 LEGEND_FILENAME = "dose_legend.png"
 
-BANNER_TEXT = (
-    "Research and teaching software. Model trained on virtual patients; not clinically validated. "
-    "Not for treatment decisions."
-)
+BANNER_TEXT = BANNER
 
 MAX_PNG_BYTES = 200_000
 _LOG_TICKS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
