@@ -50,6 +50,7 @@ from .dose_references import (
     _structure_key,
     dose_limit_for,
 )
+from .html import fmt, percent, render
 from .outputs import atomic_output_file
 
 logger = logging.getLogger(__name__)
@@ -80,20 +81,7 @@ def _float(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _fmt(value, sig: int = 3) -> str:
-    """A number to ``sig`` significant figures, no exponent notation for ordinary values; '–' when missing."""
-    number = _float(value)
-    if number is None:
-        return "–"
-    if number == 0:
-        return "0"
-    magnitude = math.floor(math.log10(abs(number)))
-    if magnitude >= sig - 1:
-        return f"{round(number):,d}".replace(",", "\u2009") if magnitude < 9 else f"{number:.{sig - 1}e}"
-    if magnitude < -4:
-        return f"{number:.{sig - 1}e}"
-    decimals = sig - 1 - magnitude
-    return f"{number:.{decimals}f}"
+_fmt = fmt
 
 
 def _fmt_interval(low, high, sig: int = 3) -> str:
@@ -581,32 +569,6 @@ def write_dose_limits_figure(
 
 # ------------------------------------------------------------------------------------------------------ HTML
 
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; margin: 0;
-       color: #1d2329; background: #fff; line-height: 1.4; }
-main { max-width: 1200px; margin: 0 auto; padding: 0 1.2em 2em; }
-.banner { background: #b03a2e; color: #fff; font-weight: 600; padding: 0.7em 1.2em; text-align: center;
-          font-size: 1.05em; }
-h1 { font-size: 1.5em; margin: 0.8em 0 0.2em; }
-h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #d5d8dc; padding-bottom: 0.2em; }
-.meta { color: #4d5656; margin: 0.2em 0; }
-table { border-collapse: collapse; font-size: 0.88em; margin: 0.5em 0; }
-th, td { border: 1px solid #d5d8dc; padding: 0.25em 0.5em; vertical-align: top; }
-th { background: #f2f3f4; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-tr.out td { background: #fdf2e9; }
-.swatch { display: inline-block; width: 0.9em; height: 0.9em; border: 1px solid #555; margin-right: 0.35em;
-          vertical-align: -0.1em; }
-.flag { color: #b03a2e; font-weight: 600; }
-.warn li { color: #7e5109; }
-figure { margin: 1em 0; }
-figure img { max-width: 100%; height: auto; border: 1px solid #e5e7e9; }
-figcaption { font-size: 0.88em; color: #4d5656; max-width: 900px; }
-details { margin: 0.6em 0; }
-summary { cursor: pointer; font-weight: 600; }
-pre { background: #f8f9f9; border: 1px solid #e5e7e9; padding: 0.6em; overflow-x: auto; font-size: 0.82em; }
-.small { font-size: 0.85em; color: #4d5656; }
-"""
 
 
 def _limit_status(row: dict, activity: float | None, cycles: int | None) -> tuple[str, bool]:
@@ -630,142 +592,26 @@ def _limit_status(row: dict, activity: float | None, cycles: int | None) -> tupl
     return text + "below", False
 
 
-def _rows_table(rows: list[dict], activity: float | None, cycles: int | None) -> str:
-    activity_text = f"{activity:.3g} GBq" if activity is not None else "planned activity"
-    cycles_text = f"{cycles} cycles" if cycles else "planned cycles"
-    headers = [
-        "#",
-        "Segment",
-        "Type",
-        "Volume (mL)",
-        "SUV<sub>mean</sub>",
-        "SUV<sub>max</sub>",
-        "Predicted dose (Gy/GBq)",
-        "80 % interval (Gy/GBq)",
-        "90 % interval (Gy/GBq)",
-        f"Per cycle (Gy) at {_esc(activity_text)}",
-        f"Cumulative (Gy) over {_esc(cycles_text)}",
-        "Reference limit (cumulative)",
-        "In model domain",
-        "Warnings",
-    ]
-    out = [
-        "<table class='doses'>",
-        "<thead><tr>" + "".join(f"<th>{h}</th>" for h in headers) + "</tr></thead>",
-        "<tbody>",
-    ]
-    for number, row in enumerate(rows, start=1):
+def _display_rows(rows: list[dict], activity: float | None, cycles: int | None) -> list[dict]:
+    """The dose table's cells as text (the template lays them out and escapes them)."""
+    shown = []
+    for row in rows:
         dose = _float(row.get("predicted_gy_per_gbq"))
-        colour = to_hex(dose_to_rgb(dose if dose is not None else math.nan))
         status, flagged = _limit_status(row, activity, cycles)
-        in_domain = row.get("in_domain")
-        interval_80 = _fmt_interval(
-            row.get("interval_80_low_gy_per_gbq"), row.get("interval_80_high_gy_per_gbq")
-        )
-        interval_90 = _fmt_interval(
-            row.get("interval_90_low_gy_per_gbq"), row.get("interval_90_high_gy_per_gbq")
-        )
-        domain_text = (
-            "yes" if in_domain is True else ("<span class='flag'>no</span>" if in_domain is False else "–")
-        )
-        cells = [
-            f"<td class='num'>{number}</td>",
-            f"<td>{_esc(row.get('segment', ''))}</td>",
-            f"<td>{_esc(_structure_key(row.get('structure_type')))}</td>",
-            f"<td class='num'>{_fmt(row.get('volume_ml'))}</td>",
-            f"<td class='num'>{_fmt(row.get('suv_mean'))}</td>",
-            f"<td class='num'>{_fmt(row.get('suv_max'))}</td>",
-            f"<td class='num'><span class='swatch' style='background:{colour}'></span>{_fmt(dose)}</td>",
-            f"<td class='num'>{interval_80}</td>",
-            f"<td class='num'>{interval_90}</td>",
-            f"<td class='num'>{_fmt(row.get('predicted_gy'))}</td>",
-            f"<td class='num'>{_fmt(row.get('predicted_gy_cumulative'))}</td>",
-            f"<td{' class=flag' if flagged else ''}>{_esc(status)}</td>",
-            f"<td>{domain_text}</td>",
-            f"<td>{_esc(row.get('warnings') or '')}</td>",
-        ]
-        out.append(f"<tr{' class=out' if flagged else ''}>" + "".join(cells) + "</tr>")
-    out.append("</tbody></table>")
-    return "\n".join(out)
+        shown.append({
+            "segment": str(row.get("segment", "")), "type": _structure_key(row.get("structure_type")),
+            "volume": _fmt(row.get("volume_ml")), "suv_mean": _fmt(row.get("suv_mean")),
+            "suv_max": _fmt(row.get("suv_max")), "colour": to_hex(dose_to_rgb(dose if dose is not None else math.nan)),
+            "dose": _fmt(dose),
+            "interval_80": _fmt_interval(row.get("interval_80_low_gy_per_gbq"), row.get("interval_80_high_gy_per_gbq")),
+            "interval_90": _fmt_interval(row.get("interval_90_low_gy_per_gbq"), row.get("interval_90_high_gy_per_gbq")),
+            "per_cycle": _fmt(row.get("predicted_gy")), "cumulative": _fmt(row.get("predicted_gy_cumulative")),
+            "status": status, "flagged": flagged, "in_domain": row.get("in_domain"),
+            "warnings": str(row.get("warnings") or "")})
+    return shown
 
 
-def _percent(value) -> str:
-    number = _float(value)
-    return "–" if number is None else f"{100 * number:.1f} %"
-
-
-def _metrics_table_html(title: str, measured_on: str, rows) -> list[str]:
-    has_oracle = any(r.oracle_mape is not None for r in rows)
-    headers = ["Model group", "Model", "n (structures)", "MAPE", "Baseline MAPE (population mean)",
-               "Physics baseline MAPE", "MAE (Gy/GBq)", "R²", "80 % interval coverage", "90 % interval coverage"]
-    if has_oracle:
-        headers.append("Oracle MAPE")
-    parts = [f"<h3>{_esc(title)}</h3>",
-             f"<p class='small'>Measured on: {_esc(measured_on)}. MAPE = mean absolute percentage error of the "
-             "predicted Gy/GBq against the reference dosimetry.</p>",
-             "<table class='metrics'><thead><tr>" + "".join(f"<th>{h}</th>" for h in headers) + "</tr></thead><tbody>"]
-    for r in rows:
-        cells = [f"<td>{_esc(r.group)}</td>", f"<td>{_esc(r.method)}</td>",
-                 f"<td class='num'>{_esc(r.n if r.n is not None else '–')}</td>",
-                 f"<td class='num'>{_percent(r.mape)}</td>", f"<td class='num'>{_percent(r.baseline_mape)}</td>",
-                 f"<td class='num'>{_percent(r.physics_mape)}</td>", f"<td class='num'>{_fmt(r.mae_gy_per_gbq)}</td>",
-                 f"<td class='num'>{_fmt(r.r2, 2)}</td>", f"<td class='num'>{_percent(r.coverage_80)}</td>",
-                 f"<td class='num'>{_percent(r.coverage_90)}</td>"]
-        if has_oracle:
-            cells.append(f"<td class='num'>{_percent(r.oracle_mape)}</td>")
-        parts.append("<tr>" + "".join(cells) + "</tr>")
-    parts.append("</tbody></table>")
-    return parts
-
-
-def _model_card_html(model_card: dict) -> str:
-    from .modelcard import summarize
-
-    card = model_card or {}
-    summary = summarize(card)
-    sha = summary.sha256
-    sha_short = (sha[:12] + "…" if len(sha) > 12 else sha) or "–"
-    parts = [
-        "<table class='card'><tbody>",
-        f"<tr><th>Model</th><td>{_esc(summary.model_id)}</td></tr>",
-        f"<tr><th>sha256</th><td title='{_esc(sha)}'><code>{_esc(sha_short)}</code></td></tr>",
-        f"<tr><th>Intended use</th><td>{_esc(summary.intended_use)}</td></tr>",
-        f"<tr><th>Trained on</th><td>{_esc(summary.trained_on)}</td></tr>",
-        "</tbody></table>",
-    ]
-    if summary.heldout_rows:
-        parts += _metrics_table_html("Accuracy on held-out patients", summary.heldout_measured_on,
-                                     summary.heldout_rows)
-    if summary.cv_rows:
-        parts += _metrics_table_html("Cross-validation accuracy", summary.cv_measured_on, summary.cv_rows)
-    if not summary.heldout_rows and not summary.cv_rows:
-        parts.append("<p class='small'>No accuracy metrics recorded in the model card.</p>")
-    features = card.get("features") if isinstance(card.get("features"), dict) else {}
-    if features:
-        parts.append("<details><summary>Features per model group</summary><ul>")
-        for group, names in features.items():
-            names = names if isinstance(names, (list, tuple)) else [names]
-            parts.append(f"<li><b>{_esc(group)}</b> ({len(names)}): {_esc(', '.join(map(str, names)))}</li>")
-        parts.append("</ul></details>")
-    return "\n".join(parts)
-
-
-def _references_html() -> str:
-    items = [
-        f"<li><b>{_esc(limit.structure_type)}</b>: {limit.value:g} {_esc(limit.unit)} "
-        f"({_esc(limit.basis)}). {_esc(limit.source)}</li>"
-        for limit in DOSE_LIMITS
-    ]
-    items += [f"<li><b>tumour</b>: {_esc(ref.source)}</li>" for ref in TUMOUR_DOSE_REFERENCES]
-    items.append("<li><b>submandibular, lacrimal</b>: no sourced dose limit; none is shown.</li>")
-    return "<ul class='small'>" + "\n".join(items) + "</ul>"
-
-
-def _clinical_html(clinical: dict) -> str:
-    if not clinical:
-        return "<p class='small'>No clinical data.</p>"
-    rows = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in sorted(clinical.items()))
-    return f"<table><tbody>{rows}</tbody></table>"
+_percent = percent
 
 
 def write_report(
@@ -814,81 +660,28 @@ def write_report(
             all_warnings.append(f"{row.get('segment', '')}: {row['warnings']}")
         if row.get("in_domain") is False:
             all_warnings.append(f"{row.get('segment', '')}: outside the model's training domain")
-    warnings_html = (
-        "<ul class='warn'>" + "".join(f"<li>{_esc(w)}</li>" for w in all_warnings) + "</ul>"
-        if all_warnings
-        else "<p>None.</p>"
-    )
+    from markupsafe import Markup
+
+    from .modelcard import summarize
 
     card = model_card or {}
-    activity_text = f"{activity:.3g} GBq per cycle" if activity is not None else "not given"
-    cycles_text = str(cycles) if cycles else "not given"
-    total_text = f" (total {activity * cycles:.3g} GBq)" if activity is not None and cycles else ""
-    provenance_json = json.dumps(provenance or {}, indent=2, sort_keys=True, default=str)
-    title = f"PSMADosePredict report — {case_id}"
-
-    document = f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_esc(title)}</title>
-<style>{_CSS}</style>
-</head>
-<body>
-<div class="banner" role="alert">{_esc(BANNER_TEXT)}</div>
-<main>
-<h1>Predicted 177Lu-PSMA absorbed doses</h1>
-<p class="meta">Case: <b>{_esc(case_id)}</b></p>
-<p class="meta">Planned activity: <b>{_esc(activity_text)}</b>; planned cycles: <b>{_esc(cycles_text)}</b>
-{_esc(total_text)}; PET tracer: {_esc(clinical.get("pet_tracer", "not given"))};
-model: {_esc(card.get("model_id") or "unknown")}</p>
-
-<h2>Predicted doses</h2>
-<p class="small">Doses are predicted before therapy from the PSMA PET and clinical data, as mean absorbed
-dose per injected activity of 177Lu-PSMA at cycle 1 (Gy/GBq); per-cycle and cumulative doses scale this by
-the planned activity and number of cycles (assuming the same dose per GBq in every cycle). Intervals are
-split-conformal prediction intervals, calibrated per structure type (tumours per volume tercile) on
-patient-grouped cross-validation residuals of the model's training cohort: they hold for patients like the
-training data, not for a segment flagged outside the model's domain. {_esc(colormap_description())}</p>
-{_rows_table(rows, activity, cycles)}
-{planning_html(planning)}
-{explanations_html(explanations)}
-
-<h2>Warnings</h2>
-{warnings_html}
-
-<h2>Figures</h2>
-<figure>
-<img src="{MIP_FIGURE_FILENAME}" alt="Coronal PET maximum-intensity projection with dose-coloured segments">
-<figcaption>{_esc(mip_caption)}</figcaption>
-</figure>
-<figure>
-<img src="{DOSE_LIMITS_FIGURE_FILENAME}" alt="Predicted doses against reference limits">
-<figcaption>{_esc(limits_caption)} Bars are drawn in their dose colour.</figcaption>
-</figure>
-<figure>
-<img src="{LEGEND_FILENAME}" alt="Dose colour legend, 0.1 to 30 Gy/GBq, log scale">
-<figcaption>{_esc(colormap_description())}</figcaption>
-</figure>
-
-<h2>Reference limits and published doses</h2>
-{_references_html()}
-
-<h2>Model card</h2>
-{_model_card_html(card)}
-
-<h2>Inputs and provenance</h2>
-<details><summary>Clinical data (clinical.json)</summary>
-{_clinical_html(clinical)}
-</details>
-<details><summary>Provenance</summary>
-<pre>{_esc(provenance_json)}</pre>
-</details>
-</main>
-</body>
-</html>
-"""
+    features = card.get("features") if isinstance(card.get("features"), dict) else {}
+    document = render(
+        "prediction.html.j2", title=f"PSMADosePredict report — {case_id}", case_id=case_id,
+        activity_text=f"{activity:.3g} GBq per cycle" if activity is not None else "not given",
+        cycles_text=str(cycles) if cycles else "not given",
+        total_text=f" (total {activity * cycles:.3g} GBq)" if activity is not None and cycles else "",
+        activity_short=f"{activity:.3g} GBq" if activity is not None else "planned activity",
+        cycles_short=f"{cycles} cycles" if cycles else "planned cycles",
+        tracer=clinical.get("pet_tracer", "not given"), card=summarize(card), colormap=colormap_description(),
+        rows=_display_rows(rows, activity, cycles),
+        planning_section=Markup(planning_html(planning)),  # built (and escaped) by psmadose.planning
+        explanations_section=Markup(explanations_html(explanations)),  # built (and escaped) by psmadose.explain
+        warnings=all_warnings, mip_file=MIP_FIGURE_FILENAME, mip_caption=mip_caption,
+        limits_file=DOSE_LIMITS_FIGURE_FILENAME, limits_caption=limits_caption, legend_file=LEGEND_FILENAME,
+        dose_limits=DOSE_LIMITS, tumour_references=TUMOUR_DOSE_REFERENCES,
+        features={str(g): [str(n) for n in (v if isinstance(v, (list, tuple)) else [v])] for g, v in features.items()},
+        clinical=clinical, provenance_json=json.dumps(provenance or {}, indent=2, sort_keys=True, default=str))
     report_path = out_dir / REPORT_FILENAME
     _atomic_write_text(report_path, document)
     logger.info("wrote report %s", report_path)

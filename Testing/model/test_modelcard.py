@@ -7,12 +7,12 @@ from __future__ import annotations
 import copy
 import json
 import re
+from html import unescape
 
 import pytest
 from psmadose.errors import InputError
 from psmadose.modelcard import summarize, summary_text, validate_card
 from psmadose.modelfile import CARD_FILE, bundled_model_dir, write_card
-from psmadose.report import _model_card_html
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +39,18 @@ def test_a_card_off_the_schema_is_refused_naming_the_field(card, tmp_path, edit,
     assert not (tmp_path / CARD_FILE).exists()  # refused before writing
 
 
+def _model_card_html(card: dict) -> str:
+    """The model-card section exactly as the prediction report renders it (its Jinja2 macro)."""
+    from psmadose.html import environment
+
+    return str(environment().get_template("_macros.html.j2").module.model_card(summarize(card)))
+
+
 def test_report_shows_both_accuracies_with_what_they_were_measured_on(card):
     html = _model_card_html(card)
     summary = summarize(card)
     assert "{'" not in html and "'data':" not in html  # no Python dict reprs
-    assert summary.trained_on in html.replace("&#x27;", "'")
+    assert summary.trained_on in unescape(html)
     assert "Accuracy on held-out patients" in html and "Cross-validation accuracy" in html
     assert "seed 9001" in html  # the held-out cohort named
     # coverage is shown, from the keys the card has (coverage_80_cv for CV, coverage_80 for held-out)
