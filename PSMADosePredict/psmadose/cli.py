@@ -380,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=("vsv", "lde", "sphere"), default="vsv",
                    help="vsv: voxel S-value convolution (default); lde: local energy deposition; sphere: published "
                         "sphere S-values for segment doses")
-    p.add_argument("--fit", default="auto", help="auto (AICc), mono, bi, trapezoid, hanscheid or madsen (one time point)")
+    p.add_argument("--fit", default="auto",
+                   help="auto (AICc), mono, bi, trapezoid, hanscheid or madsen (one time point)")
     p.add_argument("--into", type=Path, default=None, help="also write the reference doses into CASE/doses.csv")
     p.add_argument("--register", action="store_true", help="rigidly register time points to the reference (SimpleITK)")
     p.add_argument("--fwhm-mm", type=_positive_float, default=12.0, help="SPECT resolution for partial-volume "

@@ -74,7 +74,8 @@ def _administration(directory: Path) -> tuple[float, str, str, dt.datetime | Non
             if isinstance(spect, dict) and isinstance(spect.get("injected_activity_gbq"), (int, float)):
                 return float(spect["injected_activity_gbq"]), "177Lu-PSMA-617", f"{sim} (virtual patient)", None
         raise InputError(f"{path}: missing; write the administration, e.g. {{\"activity_gbq\": 7.4, "
-                         "\"radiopharmaceutical\": \"177Lu-PSMA-617\", \"injection_datetime\": \"2026-01-02T10:00:00\"}")
+                         "\"radiopharmaceutical\": \"177Lu-PSMA-617\", "
+                         "\"injection_datetime\": \"2026-01-02T10:00:00\"}")
     data = read_json(path, "administration record")
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object with activity_gbq; fix the file")
@@ -133,7 +134,8 @@ def _dicom_time_point(folder: Path, hours: float, injection: dt.datetime | None)
     try:
         scan = dt.datetime.strptime(date + time[:6].ljust(6, "0"), "%Y%m%d%H%M%S")
     except ValueError:
-        raise InputError(f"{folder}: AcquisitionDate/Time missing or unreadable; the scan time cannot be known")
+        raise InputError(f"{folder}: AcquisitionDate/Time missing or unreadable; the scan time cannot be "
+                         "known") from None
     measured = (scan - injection).total_seconds() / 3600.0
     if measured <= 0:
         raise InputError(f"{folder}: the scan ({scan.isoformat()}) is before the injection "
