@@ -47,6 +47,7 @@ class TimePoint:
     ct: sitk.Image | None = None
     ct_path: Path | None = None
     source: str = "nrrd"
+    units: str | None = None  # from the image header, when it says
 
 
 @dataclass
@@ -155,7 +156,7 @@ def _units_from_header(image: sitk.Image) -> str | None:
 
 def check_quantitative(tp: TimePoint, activity_gbq: float) -> None:
     """A time point must be activity concentration (Bq/mL) consistent with the administered activity."""
-    units = _units_from_header(tp.spect)
+    units = tp.units
     if units is not None and units.lower().replace(" ", "") in ("counts", "cnts", "count", "cts"):
         raise InputError(f"{tp.path}: the header says units {units!r}: the image is in counts, not Bq/mL; apply the "
                          "camera calibration factor (Bq/mL per count) and save Bq/mL")
@@ -223,7 +224,8 @@ def read_study(directory: Path) -> Study:
             image, measured = _dicom_time_point(path, hours, injection)
             tp = TimePoint(measured, path, image, source="dicom")
         else:
-            tp = TimePoint(hours, path, sitk.Cast(read_image(path, "SPECT"), sitk.sitkFloat32))
+            image = read_image(path, "SPECT")
+            tp = TimePoint(hours, path, sitk.Cast(image, sitk.sitkFloat32), units=_units_from_header(image))
         if hours in cts:
             ct_path = cts[hours]
             if ct_path.is_dir():
