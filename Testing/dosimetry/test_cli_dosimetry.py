@@ -13,11 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
+from phantoms import write_study
 from psmadose.case import read_doses
 from psmadose.dosimetry.study import read_study
 from psmadose.errors import InputError
-
-from phantoms import write_study
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "dicom"))
 from dicom_writer import write_series  # noqa: E402

@@ -9,13 +9,12 @@ import math
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from phantoms import DEFAULT_SPHERES, analytic_tia_mbq_h, concentration, reference_image, write_study
 from psmadose.dosimetry import Settings, compute
 from psmadose.dosimetry.kernel import sphere_absorbed_fraction
-from psmadose.dosimetry.run import DEFAULT_DENSITY_G_ML, dose_map, voxel_tia_bq_s
 from psmadose.dosimetry.registration import register_rigid
+from psmadose.dosimetry.run import DEFAULT_DENSITY_G_ML, dose_map, voxel_tia_bq_s
 from psmadose.lu177 import decay_data
-
-from phantoms import DEFAULT_SPHERES, analytic_tia_mbq_h, concentration, reference_image, write_study
 
 S_SELF = decay_data().self_dose_gy_g_per_mbq_h  # Gy g / (MBq h), ICRP-107 electrons
 
