@@ -99,3 +99,13 @@ def test_registration_is_recorded_and_keeps_doses(phantom_study):
     segments = _by_name(result)
     kidney = DEFAULT_SPHERES[0]
     assert segments[kidney.name].tia.tia_mbq_h == pytest.approx(analytic_tia_mbq_h(kidney), rel=0.02)
+
+
+def test_progress_reports_and_cancels(phantom_study):
+    from psmadose.errors import CancelledError
+
+    seen = []
+    compute(phantom_study, Settings(method="lde"), progress=lambda done, total: seen.append((done, total)))
+    assert seen[0][0] == 0 and seen[-1][0] == seen[-1][1] and len(seen) >= 3
+    with pytest.raises(CancelledError):
+        compute(phantom_study, Settings(method="lde"), progress=lambda done, total: done < 1)
