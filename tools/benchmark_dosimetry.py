@@ -54,7 +54,8 @@ def speed(repeat: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         study = _write_whole_body_study(Path(tmp) / "study")
         shape = read_study(study).time_points[0].spect.GetSize()[::-1]
-        print(f"study: 3 time points, grid {shape[2]} x {shape[1]} x {shape[0]} (i x j x k), spacing 2.0 x 2.0 x 4.1 mm")
+        print(f"study: 3 time points, grid {shape[2]} x {shape[1]} x {shape[0]} (i x j x k), "
+              "spacing 2.0 x 2.0 x 4.1 mm")
         times = []
         for n in range(repeat):
             start = time.perf_counter()
