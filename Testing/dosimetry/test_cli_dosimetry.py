@@ -164,3 +164,23 @@ def test_nothing_modified_in_the_study(tmp_path, cli):
     assert cli("dosimetry", study, "--out", tmp_path / "out", "--method", "lde").returncode == 0
     assert {p.name: p.read_bytes() for p in study.iterdir()} == before
     assert np.isfinite(pd.read_csv(tmp_path / "out" / "doses.csv")["absorbed_dose_gy"]).all()
+
+
+def test_dicom_admin_decay_correction_is_undone(tmp_path):
+    # Same stored values (same seed); ADMIN means decay-corrected to the injection: the activity present at the scan
+    # (24 h later) is lower by exp(-lambda_p 24 h), lambda_p from ICRP-107.
+    import datetime as dt
+    import math
+
+    from psmadose.dosimetry.study import _dicom_time_point
+    from psmadose.lu177 import decay_data
+    injection = dt.datetime(2026, 1, 1, 14, 0, 0)
+    tags = {"AcquisitionDate": "20260102", "AcquisitionTime": "140000"}
+    write_series(tmp_path / "start" / "spect_24h", tags={**tags, "DecayCorrection": "START"}, seed=5)
+    write_series(tmp_path / "admin" / "spect_24h", tags={**tags, "DecayCorrection": "ADMIN"}, seed=5)
+    start, hours = _dicom_time_point(tmp_path / "start" / "spect_24h", 24.0, injection)
+    admin, _ = _dicom_time_point(tmp_path / "admin" / "spect_24h", 24.0, injection)
+    assert hours == pytest.approx(24.0)
+    ratio = sitk.GetArrayFromImage(admin) / np.maximum(sitk.GetArrayFromImage(start), 1e-9)
+    expected = math.exp(-decay_data().decay_constant_per_h * 24.0)
+    assert np.allclose(ratio[sitk.GetArrayFromImage(start) > 0], expected, rtol=1e-5)

@@ -144,7 +144,14 @@ def _dicom_time_point(folder: Path, hours: float, injection: dt.datetime | None)
     if abs(measured - hours) > max(1.0, 0.1 * hours):
         raise InputError(f"{folder}: the scan was {measured:.1f} h after injection but the folder says {hours:g} h; "
                          f"rename it spect_{measured:.0f}h or fix injection_datetime")
-    return read_series(folder, "PT").image, measured
+    image = read_series(folder, "PT").image
+    correction = str(first.get("DecayCorrection", "START")).upper()
+    if correction == "ADMIN":  # values decay-corrected to the injection: back to the activity present at the scan
+        image = image * math.exp(-decay_data().decay_constant_per_h * measured)
+    elif correction not in ("START", "NONE"):
+        raise InputError(f"{folder}: DecayCorrection {correction!r} is not START, ADMIN or NONE; the activity at "
+                         "the scan cannot be known: export the series decay-corrected to the scan start")
+    return sitk.Cast(image, sitk.sitkFloat32), measured
 
 
 def _units_from_header(image: sitk.Image) -> str | None:
