@@ -184,3 +184,21 @@ def test_dicom_admin_decay_correction_is_undone(tmp_path):
     ratio = sitk.GetArrayFromImage(admin) / np.maximum(sitk.GetArrayFromImage(start), 1e-9)
     expected = math.exp(-decay_data().decay_constant_per_h * 24.0)
     assert np.allclose(ratio[sitk.GetArrayFromImage(start) > 0], expected, rtol=1e-5)
+
+
+def test_segment_names_are_escaped_in_report_and_neutralised_in_csv(tmp_path, cli):
+    from phantoms import DEFAULT_SPHERES, Sphere
+
+    odd = Sphere("lesion <b>ü</b>", *[getattr(DEFAULT_SPHERES[1], f) for f in ("center_kji", "radius_mm", "c0_bq_ml",
+                                                                           "teff_h")])
+    formula = Sphere("=kidney+1", *[getattr(DEFAULT_SPHERES[0], f) for f in ("center_kji", "radius_mm", "c0_bq_ml",
+                                                                         "teff_h")])
+    study = write_study(tmp_path / "study", spheres=(formula, odd))
+    result = cli("dosimetry", study, "--out", tmp_path / "out", "--method", "lde")
+    assert result.returncode == 0, result.stderr
+    report = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "<b>ü</b>" not in report and "&lt;b&gt;ü&lt;/b&gt;" in report
+    text = (tmp_path / "out" / "doses.csv").read_text(encoding="utf-8")
+    assert "\n'=kidney+1," in text  # a spreadsheet shows it, never runs it
+    header = (tmp_path / "out" / "dvh.csv").read_text(encoding="utf-8").splitlines()[0]
+    assert ",'=kidney+1," in header

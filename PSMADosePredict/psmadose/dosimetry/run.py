@@ -53,6 +53,9 @@ DOSE_METHODS = ("vsv", "lde", "sphere")
 DEFAULT_FWHM_MM = 12.0
 DEFAULT_DENSITY_G_ML = 1.04  # ICRU 44 soft tissue
 MIN_IN_FOV = 0.99  # share of a segment's voxels that must lie inside every time point's field of view
+# a segment drawn on another grid keeps at least this share of its volume on the reference grid (nearest-neighbour
+# resampling moves a few surface voxels; more lost means it lies outside the reference field of view)
+MIN_KEPT_AFTER_RESAMPLING = 0.9
 
 
 @dataclass
@@ -144,7 +147,7 @@ def prepare(study: Study, settings: Settings) -> Prepared:
                                                         0, sitk.sitkUInt8)).astype(bool)
             drawn_ml = float(segment.mask.sum()) * float(np.prod(seg_geometry.GetSpacing())) / 1000
             kept_ml = float(mask.sum()) * float(np.prod(reference.GetSpacing())) / 1000
-            if drawn_ml > 0 and kept_ml < MIN_IN_FOV * drawn_ml * 0.9:
+            if drawn_ml > 0 and kept_ml < MIN_KEPT_AFTER_RESAMPLING * drawn_ml:
                 raise InputError(f"{study.segmentation_path}: segment {segment.name!r} lies partly outside the field "
                                  f"of view of {study.time_points[ref_i].path.name} ({kept_ml:.1f} of {drawn_ml:.1f} "
                                  "mL inside); fix the segment or remove it")
@@ -427,7 +430,8 @@ def run_dosimetry(study_dir: Path, out: Path, settings: Settings | None = None, 
     """Compute and write OUT (doses.csv, dvh.csv, dose_map_gy.nrrd, tacs/*.png, report.html, dosimetry.json);
     ``into``: also write the reference doses into that case directory's doses.csv."""
     from ..images import write_image
-    from ..outputs import atomic_output_dir, atomic_output_file, check_output_dir, check_output_file, write_csv_table
+    from ..outputs import (atomic_output_dir, atomic_output_file, check_output_dir, check_output_file, csv_cell,
+                           write_csv_table)
     from .report import write_report, write_tac_plots
 
     settings = settings or Settings()
@@ -441,7 +445,9 @@ def run_dosimetry(study_dir: Path, out: Path, settings: Settings | None = None, 
     with atomic_output_dir(Path(out), overwrite, inputs=(study_dir,) + ((into,) if into else ())) as tmp:
         table = doses_table(result)
         write_csv_table(table, tmp / "doses.csv")
-        write_csv_table(dvh_table(result), tmp / "dvh.csv")
+        dvh = dvh_table(result)
+        dvh.columns = [csv_cell(c) for c in dvh.columns]  # segment names are the header here
+        write_csv_table(dvh, tmp / "dvh.csv")
         image = sitk.GetImageFromArray(result.dose)
         image.CopyInformation(result.reference)
         write_image(image, tmp / "dose_map_gy.nrrd")
