@@ -430,8 +430,14 @@ def run_dosimetry(study_dir: Path, out: Path, settings: Settings | None = None, 
     """Compute and write OUT (doses.csv, dvh.csv, dose_map_gy.nrrd, tacs/*.png, report.html, dosimetry.json);
     ``into``: also write the reference doses into that case directory's doses.csv."""
     from ..images import write_image
-    from ..outputs import (atomic_output_dir, atomic_output_file, check_output_dir, check_output_file, csv_cell,
-                           write_csv_table)
+    from ..outputs import (
+        atomic_output_dir,
+        atomic_output_file,
+        check_output_dir,
+        check_output_file,
+        csv_cell,
+        write_csv_table,
+    )
     from .report import write_report, write_tac_plots
 
     settings = settings or Settings()
