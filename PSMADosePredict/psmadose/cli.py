@@ -277,7 +277,8 @@ def cmd_dosimetry(args) -> int:
     from .dosimetry import Settings, run_dosimetry
 
     settings = Settings(method=args.method, fit=args.fit, register=args.register, fwhm_mm=args.fwhm_mm,
-                        recovery=not args.no_recovery, density=args.density, activity_cov=args.activity_cov)
+                        recovery=not args.no_recovery, density=args.density, activity_cov=args.activity_cov,
+                        spill_correction=args.spill_correction)
     with _Progress("dosimetry") as progress:
         result = run_dosimetry(args.study, args.out, settings, into=args.into, overwrite=args.overwrite,
                                progress=progress)
@@ -387,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fwhm-mm", type=_positive_float, default=12.0, help="SPECT resolution for partial-volume "
                    "recovery (default 12 mm)")
     p.add_argument("--no-recovery", action="store_true", help="plain mean inside the contour (no recovery)")
+    p.add_argument("--spill-correction", action="store_true",
+                   help="also remove the activity blurred in from neighbouring segments (see docs/DOSIMETRY.md)")
     p.add_argument("--density", choices=("default", "ct"), default="default",
                    help="default: 1.04 g/mL (ICRU 44 soft tissue); ct: from the reference CT")
     p.add_argument("--activity-cov", type=_positive_float, default=0.10,
