@@ -36,7 +36,7 @@ def test_simulated_patient_end_to_end(demo_case, cli, tmp_path):
     out = tmp_path / "dosi"
     result = cli("dosimetry", demo_case, "--out", out)
     assert result.returncode == 0, result.stderr
-    for name in ("doses.csv", "dvh.csv", "dose_map_gy.nrrd", "report.html", "dosimetry.json"):
+    for name in ("doses.csv", "dvh.csv", "dvh.png", "dose_map_gy.nrrd", "report.html", "dosimetry.json"):
         assert (out / name).is_file(), name
     table = pd.read_csv(out / "doses.csv")
     assert list(table.columns[:7]) == ["segment", "reference_gy_per_gbq", "absorbed_dose_gy", "tia_mbq_h",

@@ -53,6 +53,35 @@ def write_tac_plots(result, out: Path) -> dict[str, str]:
     return plots
 
 
+def write_dvh_plot(result, out: Path) -> str | None:
+    """Cumulative DVH of the dose map, one curve per segment (organs labelled, lesions in grey)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = [s for s in result.segments if s.dvh]
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6.0, 3.8), dpi=90)
+    for s in curves:
+        values = s.dvh["values"]
+        fraction = 1.0 - np.arange(len(values)) / len(values)
+        if s.structure_type == "tumour":
+            ax.plot(values, fraction, color="0.6", lw=0.8)
+        else:
+            ax.plot(values, fraction, lw=1.4, label=s.name)
+    ax.set_xlabel("absorbed dose (Gy), dose map")
+    ax.set_ylabel("volume fraction")
+    ax.set_title("cumulative DVH (tumours in grey)", fontsize=9)
+    if any(s.structure_type != "tumour" for s in curves):
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / "dvh.png")
+    plt.close(fig)
+    return "dvh.png"
+
+
 def result_half_life() -> float:
     from ..lu177 import decay_data
 
@@ -65,7 +94,7 @@ def _cell(value) -> str:
     return html.escape(str(value))
 
 
-def write_report(result, table, plots: dict[str, str], path: Path) -> None:
+def write_report(result, table, plots: dict[str, str], path: Path, dvh_png: str | None = None) -> None:
     e = html.escape
     study = result.study
     columns = ["segment", "structure_type", "volume_ml", "fit_model", "effective_half_life_h", "tia_mbq_h",
@@ -97,6 +126,9 @@ SPECT FWHM for partial-volume recovery {result.settings.fwhm_mm:g} mm
 <p>absorbed_dose_gy: segment self-dose from the partial-volume-recovered time-activity curve; uncertainty: one
 standard deviation propagated from the fit covariance (EANM, Gear et al. 2018), or the stated error of a
 single-time-point method. dose_map_*: from the voxel dose map (no partial-volume recovery).</p>
+<h2>Dose-volume histograms</h2>
+{f'<img src="{e(dvh_png)}" alt="DVH">' if dvh_png else '<p>No DVH.</p>'}
+<p>From the dose map (dvh.csv holds the curves).</p>
 <h2>Time-activity curves</h2>
 {figures}
 <h2>Provenance</h2><p>{versions}</p>

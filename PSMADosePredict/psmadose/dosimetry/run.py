@@ -499,7 +499,7 @@ def run_dosimetry(study_dir: Path, out: Path, settings: Settings | None = None, 
         csv_cell,
         write_csv_table,
     )
-    from .report import write_report, write_tac_plots
+    from .report import write_dvh_plot, write_report, write_tac_plots
 
     settings = settings or Settings()
     check_output_dir(Path(out), overwrite, inputs=(study_dir,) + ((into,) if into else ()))
@@ -522,7 +522,7 @@ def run_dosimetry(study_dir: Path, out: Path, settings: Settings | None = None, 
         record = provenance(result)
         record["tac_plots"] = plots
         (tmp / "dosimetry.json").write_text(json.dumps(record, indent=1, default=float) + "\n", encoding="utf-8")
-        write_report(result, table, plots, tmp / "report.html")
+        write_report(result, table, plots, tmp / "report.html", write_dvh_plot(result, tmp))
         if into is not None:
             from ..case import write_doses
 
