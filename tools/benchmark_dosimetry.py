@@ -1,6 +1,6 @@
 """Benchmark and validate ``psmadose dosimetry`` (issue 15). Figures, not asserts.
 
-    python tools/benchmark_dosimetry.py speed [--repeat 3]        # whole-body 3-time-point study, 256x256x200
+    python tools/benchmark_dosimetry.py speed [--repeat 3] [--keep DIR]   # whole-body 3-time-point study, 256^2x200
     python tools/benchmark_dosimetry.py cohort COHORT [--methods lde,vsv,sphere] [--no-recovery]
                                                                   # bias/spread vs the simulator's true doses
 
@@ -45,14 +45,14 @@ def _write_whole_body_study(folder: Path) -> Path:
     return folder
 
 
-def speed(repeat: int) -> None:
+def speed(repeat: int, keep: Path | None = None) -> None:
     from psmadose.dosimetry import Settings, run_dosimetry
     from psmadose.dosimetry import kernel as kernels
     from psmadose.dosimetry.run import voxel_tia_bq_s
     from psmadose.dosimetry.study import read_study
 
     with tempfile.TemporaryDirectory() as tmp:
-        study = _write_whole_body_study(Path(tmp) / "study")
+        study = _write_whole_body_study(Path(keep) if keep else Path(tmp) / "study")
         shape = read_study(study).time_points[0].spect.GetSize()[::-1]
         print(f"study: 3 time points, grid {shape[2]} x {shape[1]} x {shape[0]} (i x j x k), "
               "spacing 2.0 x 2.0 x 4.1 mm")
@@ -123,13 +123,15 @@ def main() -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("speed")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--keep", type=Path, default=None, help="write the study to this new folder and keep it (to time "
+                   "the command line on it: /usr/bin/time -v psmadose dosimetry FOLDER --out OUT)")
     p = sub.add_parser("cohort")
     p.add_argument("cohort", type=Path)
     p.add_argument("--methods", default="lde,vsv,sphere")
     p.add_argument("--no-recovery", action="store_true")
     args = parser.parse_args()
     if args.what == "speed":
-        speed(args.repeat)
+        speed(args.repeat, args.keep)
     else:
         cohort(args.cohort, args.methods.split(","), not args.no_recovery)
 
