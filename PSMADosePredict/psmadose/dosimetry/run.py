@@ -19,7 +19,9 @@ Partial-volume handling of segment TACs: the activity of a segment at each time 
 concentration from ``psmadose.features.concentration.tissue_concentration`` (activity summed over the segment
 grown by one SPECT FWHM, above the local background, divided by the image-derived extent or drawn volume, the
 same recovery the PET features use) times the drawn volume. The SPECT FWHM is an input (default 12 mm, typical
-of 177Lu SPECT/CT with resolution recovery). ``recovery=False`` uses the plain mean inside the contour.
+of 177Lu SPECT/CT with resolution recovery). ``recovery=False`` uses the plain mean inside the contour;
+``spill_correction=True`` also removes the activity blurred into a segment's grown region from segmented neighbours
+(``spill_matrix``; off by default, measured effects in docs/DOSIMETRY.md).
 
 Mass = drawn volume x density: 1.04 g/mL (ICRU 44 soft tissue) by default, or from the reference CT
 (rho = 1 + HU/1000, clipped to 0.001-2.0 g/mL; a contrast-enhanced CT overstates it) with ``density="ct"``.
