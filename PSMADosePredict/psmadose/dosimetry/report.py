@@ -1,0 +1,137 @@
+"""TAC plots (matplotlib, Agg) and a small self-contained HTML report of one dosimetry run.
+
+Kept in this package on purpose: reports will later move onto shared templates. Every string that reaches the
+HTML is escaped with ``html.escape`` (segment names come from user files).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..provenance import library_versions
+
+
+def write_tac_plots(result, out: Path) -> dict[str, str]:
+    """One PNG per segment in out/tacs/ (numbered file names: segment names may hold any character)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = out / "tacs"
+    folder.mkdir()
+    plots = {}
+    t_last = max(result.study.times_h)
+    grid = np.linspace(0.0, max(t_last * 1.5, 168.0), 300)
+    for n, s in enumerate(result.segments, start=1):
+        fig, ax = plt.subplots(figsize=(4.2, 3.0), dpi=90)
+        ax.plot(s.times_h, s.activity_mbq, "o", color="black", label="measured (PV-recovered)")
+        curve = s.tia.curve(grid)
+        if np.isfinite(curve).all():
+            ax.plot(grid, curve, "-", color="tab:blue", label=f"{s.tia.model} fit")
+        elif s.tia.model == "trapezoid":
+            t = [0.0] + list(s.times_h)
+            a = [s.activity_mbq[0]] + list(s.activity_mbq)
+            ax.plot(t, a, "-", color="tab:blue", label="trapezoid")
+            tail = grid[grid >= s.times_h[-1]]
+            lam = math.log(2) / result_half_life()
+            ax.plot(tail, s.activity_mbq[-1] * np.exp(-lam * (tail - s.times_h[-1])), "--", color="tab:blue",
+                    label="physical tail")
+        ax.set_xlabel("time after injection (h)")
+        ax.set_ylabel("activity (MBq)")
+        ax.set_title(f"{s.name} ({s.structure_type})", fontsize=9)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        name = f"tac_{n:03d}.png"
+        fig.savefig(folder / name)
+        plt.close(fig)
+        plots[s.name] = f"tacs/{name}"
+    return plots
+
+
+def write_dvh_plot(result, out: Path) -> str | None:
+    """Cumulative DVH of the dose map, one curve per segment (organs labelled, lesions in grey)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = [s for s in result.segments if s.dvh]
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6.0, 3.8), dpi=90)
+    for s in curves:
+        values = s.dvh["values"]
+        fraction = 1.0 - np.arange(len(values)) / len(values)
+        if s.structure_type == "tumour":
+            ax.plot(values, fraction, color="0.6", lw=0.8)
+        else:
+            ax.plot(values, fraction, lw=1.4, label=s.name)
+    ax.set_xlabel("absorbed dose (Gy), dose map")
+    ax.set_ylabel("volume fraction")
+    ax.set_title("cumulative DVH (tumours in grey)", fontsize=9)
+    if any(s.structure_type != "tumour" for s in curves):
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / "dvh.png")
+    plt.close(fig)
+    return "dvh.png"
+
+
+def result_half_life() -> float:
+    from ..lu177 import decay_data
+
+    return decay_data().half_life_h
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return "" if not math.isfinite(value) else f"{value:.4g}"
+    return html.escape(str(value))
+
+
+def write_report(result, table, plots: dict[str, str], path: Path, dvh_png: str | None = None) -> None:
+    e = html.escape
+    study = result.study
+    columns = ["segment", "structure_type", "volume_ml", "fit_model", "effective_half_life_h", "tia_mbq_h",
+               "absorbed_dose_gy", "uncertainty_gy", "reference_gy_per_gbq", "dose_map_mean_gy", "dose_map_d2_gy"]
+    head = "".join(f"<th>{e(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(row[c])}</td>" for c in columns) + "</tr>"
+                   for _, row in table.iterrows())
+    figures = "".join(f'<figure><img src="{e(src)}" alt="{e(name)}"><figcaption>{e(name)}</figcaption></figure>'
+                      for name, src in plots.items())
+    times = ", ".join(f"{t:g} h" for t in study.times_h)
+    versions = ", ".join(f"{e(k)} {e(v)}" for k, v in library_versions().items())
+    registrations = (f"<p>Rigid registration of {len(result.registrations)} time point(s) to the reference "
+                     "(transforms in dosimetry.json).</p>" if result.registrations else
+                     "<p>No registration (time points used on their own grids, resampled to the reference).</p>")
+    text = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>psmadose post-therapy dosimetry</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:70em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #bbb;padding:3px 6px;font-size:90%}}figure{{display:inline-block;margin:4px}}
+.warn{{background:#fff3cd;padding:8px}}</style></head><body>
+<h1>Post-therapy 177Lu dosimetry</h1>
+<p class="warn">Research and teaching software, not clinically validated. Not for treatment decisions.</p>
+<p>Study: {e(str(study.directory.name))}; administered {study.activity_gbq:g} GBq {e(study.radiopharmaceutical)};
+time points {e(times)}. Dose method: <b>{e(result.settings.method)}</b>; fit: {e(result.settings.fit)};
+SPECT FWHM for partial-volume recovery {result.settings.fwhm_mm:g} mm
+({'on' if result.settings.recovery else 'off'}).</p>
+{registrations}
+<h2>Doses</h2>
+<table><tr>{head}</tr>{body}</table>
+<p>absorbed_dose_gy: segment self-dose from the partial-volume-recovered time-activity curve; uncertainty: one
+standard deviation propagated from the fit covariance (EANM, Gear et al. 2018), or the stated error of a
+single-time-point method. dose_map_*: from the voxel dose map (no partial-volume recovery).</p>
+<h2>Dose-volume histograms</h2>
+{f'<img src="{e(dvh_png)}" alt="DVH">' if dvh_png else '<p>No DVH.</p>'}
+<p>From the dose map (dvh.csv holds the curves).</p>
+<h2>Time-activity curves</h2>
+{figures}
+<h2>Provenance</h2><p>{versions}</p>
+</body></html>
+"""
+    path.write_text(text, encoding="utf-8")
