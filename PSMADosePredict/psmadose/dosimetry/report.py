@@ -6,7 +6,6 @@ HTML is escaped with ``html.escape`` (segment names come from user files).
 
 from __future__ import annotations
 
-import html
 import math
 from pathlib import Path
 
@@ -88,50 +87,25 @@ def result_half_life() -> float:
     return decay_data().half_life_h
 
 
-def _cell(value) -> str:
+def _cell(value) -> dict:
     if isinstance(value, float):
-        return "" if not math.isfinite(value) else f"{value:.4g}"
-    return html.escape(str(value))
+        return {"text": "" if not math.isfinite(value) else f"{value:.4g}", "num": True}
+    return {"text": str(value), "num": isinstance(value, int)}
 
 
 def write_report(result, table, plots: dict[str, str], path: Path, dvh_png: str | None = None) -> None:
-    e = html.escape
+    """report.html from the shared templates (psmadose.html: autoescaped, one stylesheet, the banner)."""
+    from ..html import render
+
     study = result.study
     columns = ["segment", "structure_type", "volume_ml", "fit_model", "effective_half_life_h", "tia_mbq_h",
                "absorbed_dose_gy", "uncertainty_gy", "reference_gy_per_gbq", "dose_map_mean_gy", "dose_map_d2_gy"]
-    head = "".join(f"<th>{e(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(row[c])}</td>" for c in columns) + "</tr>"
-                   for _, row in table.iterrows())
-    figures = "".join(f'<figure><img src="{e(src)}" alt="{e(name)}"><figcaption>{e(name)}</figcaption></figure>'
-                      for name, src in plots.items())
-    times = ", ".join(f"{t:g} h" for t in study.times_h)
-    versions = ", ".join(f"{e(k)} {e(v)}" for k, v in library_versions().items())
-    registrations = (f"<p>Rigid registration of {len(result.registrations)} time point(s) to the reference "
-                     "(transforms in dosimetry.json).</p>" if result.registrations else
-                     "<p>No registration (time points used on their own grids, resampled to the reference).</p>")
-    text = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>psmadose post-therapy dosimetry</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:70em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #bbb;padding:3px 6px;font-size:90%}}figure{{display:inline-block;margin:4px}}
-.warn{{background:#fff3cd;padding:8px}}</style></head><body>
-<h1>Post-therapy 177Lu dosimetry</h1>
-<p class="warn">Research and teaching software, not clinically validated. Not for treatment decisions.</p>
-<p>Study: {e(str(study.directory.name))}; administered {study.activity_gbq:g} GBq {e(study.radiopharmaceutical)};
-time points {e(times)}. Dose method: <b>{e(result.settings.method)}</b>; fit: {e(result.settings.fit)};
-SPECT FWHM for partial-volume recovery {result.settings.fwhm_mm:g} mm
-({'on' if result.settings.recovery else 'off'}).</p>
-{registrations}
-<h2>Doses</h2>
-<table><tr>{head}</tr>{body}</table>
-<p>absorbed_dose_gy: segment self-dose from the partial-volume-recovered time-activity curve; uncertainty: one
-standard deviation propagated from the fit covariance (EANM, Gear et al. 2018), or the stated error of a
-single-time-point method. dose_map_*: from the voxel dose map (no partial-volume recovery).</p>
-<h2>Dose-volume histograms</h2>
-{f'<img src="{e(dvh_png)}" alt="DVH">' if dvh_png else '<p>No DVH.</p>'}
-<p>From the dose map (dvh.csv holds the curves).</p>
-<h2>Time-activity curves</h2>
-{figures}
-<h2>Provenance</h2><p>{versions}</p>
-</body></html>
-"""
+    rows = [[_cell(row[c]) for c in columns] for _, row in table.iterrows()]
+    text = render("dosimetry.html.j2", title=f"psmadose post-therapy dosimetry — {study.directory.name}",
+                  study_name=str(study.directory.name), activity_gbq=study.activity_gbq,
+                  radiopharmaceutical=study.radiopharmaceutical, times=", ".join(f"{t:g} h" for t in study.times_h),
+                  method=result.settings.method, fit=result.settings.fit, fwhm_mm=result.settings.fwhm_mm,
+                  recovery=result.settings.recovery, n_registrations=len(result.registrations or []),
+                  columns=columns, rows=rows, dvh_png=dvh_png, plots=dict(plots),
+                  versions=library_versions())
     path.write_text(text, encoding="utf-8")
