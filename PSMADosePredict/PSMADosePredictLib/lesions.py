@@ -1,12 +1,5 @@
-"""Lesion helper: PSMA-avid lesions as connected components above an SUV threshold.
-
-Inside a region (a segment such as the body or a hand-drawn ROI, or the whole PET), minus the organ segments
-(kidneys, salivary and lacrimal glands, liver, spleen: physiological PSMA uptake), voxels at or above either an
-absolute SUV or a percentage of the region's SUVmax are split into connected components (26-connectivity by
-default); components smaller than a minimum volume are dropped (noise, partial-volume specks). Each remaining
-component becomes a ``lesion_NN`` segment, numbered by decreasing SUVmax. A starting point for review in the
-Segment Editor, not an automatic segmentation.
-"""
+"""Lesion helper for the Slicer module: runs psmadose.lesions.find_lesions (connected components above an SUV
+threshold, organs excluded; see there) on MRML volumes and segmentations and adds each lesion as a segment."""
 
 from __future__ import annotations
 
