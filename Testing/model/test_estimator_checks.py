@@ -22,7 +22,8 @@ PHYSICS_EXPECTED = {name: _NO_VALIDATION for name in _COMMON + ("check_supervise
 PHYSICS_EXPECTED.update({name: _COLUMNS for name in ("check_fit1d", "check_fit2d_1feature", "check_regressors_train")})
 CORRECTED_EXPECTED = {name: _NO_VALIDATION for name in _COMMON + (
     "check_requires_y_none", "check_readonly_memmap_input", "check_estimators_unfitted", "check_fit_check_is_fitted")}
-CORRECTED_EXPECTED.update({name: _COLUMNS for name in ("check_fit1d", "check_fit2d_1feature", "check_regressors_train")})
+CORRECTED_EXPECTED.update({name: _COLUMNS for name in ("check_fit1d", "check_fit2d_1feature",
+                                                      "check_regressors_train")})
 CORRECTED_EXPECTED.update(**{
     name: "these checks fit on two-column X: the two physics columns leave the correction no feature (at least "
           "three columns are the estimator's input)"
