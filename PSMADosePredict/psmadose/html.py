@@ -34,6 +34,12 @@ def fmt(value, sig: int = 3) -> str:
     return f"{number:.{decimals}f}"
 
 
+def g3(value) -> str:
+    """Three significant digits, 'n/a' when missing (planning figures)."""
+    number = _number(value)
+    return "n/a" if number is None else f"{number:.3g}"
+
+
 def percent(value) -> str:
     number = _number(value)
     return "–" if number is None else f"{100 * number:.1f} %"
@@ -46,7 +52,7 @@ def environment():
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(files("psmadose") / "templates")),
                              autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(fmt=fmt, percent=percent)
+    env.filters.update(fmt=fmt, percent=percent, g3=g3)
     return env
 
 
