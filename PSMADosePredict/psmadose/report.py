@@ -14,7 +14,6 @@ Reference limits and tumour dose figures live in ``dose_references``.
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import math
@@ -93,10 +92,6 @@ def _fmt_interval(low, high, sig: int = 3) -> str:
 def _mpl_text(text: str) -> str:
     """Text shown literally by matplotlib (a '$' would otherwise start mathtext)."""
     return text.replace("$", r"\$")
-
-
-def _esc(value) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
 
 
 def _planned_activity_and_cycles(clinical: dict, rows: list[dict]) -> tuple[float | None, int | None]:

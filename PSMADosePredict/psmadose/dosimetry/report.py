@@ -1,8 +1,5 @@
-"""TAC plots (matplotlib, Agg) and a small self-contained HTML report of one dosimetry run.
-
-Kept in this package on purpose: reports will later move onto shared templates. Every string that reaches the
-HTML is escaped with ``html.escape`` (segment names come from user files).
-"""
+"""TAC plots (matplotlib, Agg) and the HTML report of one dosimetry run (templates/dosimetry.html.j2, through
+psmadose.html: autoescaped, the shared stylesheet and banner)."""
 
 from __future__ import annotations
 
