@@ -16,7 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 import slicer
 import vtk
-from psmadose.case import Case, Segment
+from psmadose.case import Case, Segment, check_segment_list, no_typed_segments_error, skipped_segment_warning
 from psmadose.clinical import validate_clinical
 from psmadose.errors import InputError
 from psmadose.images import (
@@ -176,21 +176,12 @@ def _segmentsOnPetGrid(segmentationNode, pet: sitk.Image, overrides: dict[str, s
         # Segments imported as surfaces: create the labelmaps the way Slicer does (reference geometry).
         segmentationNode.CreateBinaryLabelmapRepresentation()
     names = segmentNames(segmentationNode)
-    if not names:
-        raise InputError(f"{source}: the segmentation holds no segments; draw or import lesion and organ segments")
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise InputError(f"{source}: duplicate segment name(s) {duplicates}; give every segment a unique name")
-    unknown = sorted(n for n in overrides if n not in names)
-    if unknown:
-        raise InputError(f"structure type given for segment(s) {unknown} that are not in {source}")
+    check_segment_list(names, source, overrides)  # the same checks as a segmentation file gets
     types = segmentStructureTypes(segmentationNode, overrides)
     segments = []
     for name in names:
         if types[name] is None:
-            warnings.append(f"segment {name!r}: structure type not recognised from its name, skipped "
-                            "(name it kidney*, parotid*, submandibular*, lacrimal*, lesion*/tumour*/met*/node*, "
-                            "liver*, spleen*, or set its type)")
+            warnings.append(skipped_segment_warning(name))
             continue
         structure_type = StructureType(types[name])
         segmentId = segmentIdByName(segmentationNode, name)
@@ -210,9 +201,7 @@ def _segmentsOnPetGrid(segmentationNode, pet: sitk.Image, overrides: dict[str, s
         color = tuple(float(c) for c in segmentationNode.GetSegmentation().GetSegment(segmentId).GetColor())
         segments.append(Segment(name, structure_type, mask, color or STRUCTURE_COLORS[structure_type.value]))
     if not segments:
-        raise InputError(f"{source}: no segment has a recognised structure type ({', '.join(names[:4])}"
-                         f"{', ...' if len(names) > 4 else ''}); name segments kidney*, parotid*, submandibular*, "
-                         "lacrimal*, lesion*/tumour*/met*/node* or set their types")
+        raise no_typed_segments_error(source, names)
     return segments
 
 

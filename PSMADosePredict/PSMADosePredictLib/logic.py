@@ -188,22 +188,10 @@ class DosePredictLogic:
 
     @staticmethod
     def cardSummary(card: dict, origin: str) -> str:
-        lines = [f"Model: {card.get('model_id', 'unknown')} ({origin})",
-                 f"Intended use: {card.get('intended_use', 'not stated')}"]
-        trained = card.get("trained_on") or {}
-        if isinstance(trained, dict) and trained:
-            lines.append(f"Trained on: {trained.get('n_patients', '?')} {trained.get('data', '')}")
-        selected = card.get("selected") or {}
-        validation = card.get("validation") or {}
-        metrics = validation.get("metrics") if isinstance(validation, dict) else None
-        if isinstance(metrics, dict):
-            lines.append(f"Accuracy measured on: {validation.get('measured_on', 'held-out data')}")
-            for group, values in metrics.items():
-                if isinstance(values, dict) and "mape" in values:
-                    lines.append(f"  {group} ({selected.get(group, '?')}): MAPE {100 * float(values['mape']):.0f}% "
-                                 f"vs population-mean {100 * float(values.get('baseline_mape', float('nan'))):.0f}%, "
-                                 f"80% interval coverage {values.get('coverage_80', '?')}")
-        return "\n".join(lines)
+        """Held-out and cross-validation accuracy, each with what it was measured on (psmadose.modelcard)."""
+        from psmadose.modelcard import summary_text
+
+        return summary_text(card, origin)
 
     # ----------------------------------------------------------------------------------------- predict
 

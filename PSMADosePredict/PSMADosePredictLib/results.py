@@ -13,8 +13,8 @@ import numpy as np
 import slicer
 import vtk
 from psmadose.dose_colors import DOSE_COLOR_RANGE_GY_PER_GBQ, dose_to_rgb
+from psmadose.dose_references import ORGAN_AT_RISK_TYPES, dose_limit_for
 from psmadose.predict import REFERENCE_ORGAN_COLOR, PredictionResult
-from psmadose.report import ORGAN_AT_RISK_TYPES, dose_limit_for
 
 ORIGINAL_COLOR_TAG = "PSMADosePredict.OriginalColor"
 DOSE_TAG = "PSMADosePredict.PredictedGyPerGBq"

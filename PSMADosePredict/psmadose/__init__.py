@@ -11,4 +11,8 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+source"
 
-__all__ = ["__version__"]
+# The one statement of what this software is, shown by the CLI, the reports and the Slicer module.
+BANNER = ("Research and teaching software: model trained on virtual patients, not clinically validated. "
+          "Not for treatment decisions.")
+
+__all__ = ["BANNER", "__version__"]

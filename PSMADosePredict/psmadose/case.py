@@ -202,19 +202,40 @@ def read_case(directory: Path, *, require_doses: bool = False,
                 ct=ct, reference_doses=doses, warnings=warnings, input_files=inputs)
 
 
+def check_segment_list(names: list[str], source, overrides: dict[str, str]) -> None:
+    """The checks every segmentation gets, from a file or from Slicer: some segments, valid unique names, and
+    type overrides only for segments that exist."""
+    from .segmentation import check_segment_name
+
+    if not names:
+        raise InputError(f"{source}: the segmentation holds no segments; draw or import lesion and organ segments")
+    for name in names:
+        check_segment_name(name, source)
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InputError(f"{source}: duplicate segment name(s) {duplicates}; give every segment a unique name")
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise InputError(f"structure type given for segment(s) {unknown} that are not in {source}")
+
+
+def skipped_segment_warning(name: str) -> str:
+    return (f"segment {name!r}: structure type not recognised from its name, skipped (name it kidney*, parotid*, "
+            "submandibular*, lacrimal*, lesion*/tumour*/met*/node*, liver*, spleen*, or set its type)")
+
+
+def no_typed_segments_error(source, names: list[str]) -> InputError:
+    """Raised before one 'skipped' warning per segment is logged: a failing command prints one line."""
+    return InputError(f"{source}: no segment has a recognised structure type ({', '.join(names[:4])}"
+                      f"{', ...' if len(names) > 4 else ''}); name segments kidney*, parotid*, submandibular*, "
+                      "lacrimal*, lesion*/tumour*/met*/node* or set their types")
+
+
 def _segments_on_pet_grid(seg_path: Path, pet: sitk.Image, overrides: dict[str, str],
                           warnings: list[str]) -> tuple[list[Segment], list[str]]:
     geometry, raw_segments = read_segmentation(seg_path)
-    if not raw_segments:
-        raise InputError(f"{seg_path}: the segmentation holds no segments; draw or import lesion and organ "
-                         "segments")
     names = [s.name for s in raw_segments]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise InputError(f"{seg_path}: duplicate segment name(s) {duplicates}; give every segment a unique name")
-    unknown_overrides = sorted(set(overrides) - set(names))
-    if unknown_overrides:
-        raise InputError(f"structure type given for segment(s) {unknown_overrides} that are not in {seg_path}")
+    check_segment_list(names, seg_path, overrides)
     resample = not same_grid(geometry, pet)
     if resample and not overlaps(geometry, pet):
         raise InputError(f"{seg_path}: the segmentation does not overlap the PET in space; it was drawn on "
@@ -223,9 +244,7 @@ def _segments_on_pet_grid(seg_path: Path, pet: sitk.Image, overrides: dict[str, 
     for raw in raw_segments:
         structure_type = resolve_structure_type(raw.name, raw.tags, overrides)
         if structure_type is None:
-            warnings.append(f"segment {raw.name!r}: structure type not recognised from its name, skipped "
-                            "(name it kidney*, parotid*, submandibular*, lacrimal*, lesion*/tumour*/met*/node*, "
-                            "liver*, spleen*, or set its type)")
+            warnings.append(skipped_segment_warning(raw.name))
             continue
         if not raw.mask.any():
             raise InputError(f"{seg_path}: segment {raw.name!r} is empty; delete it or draw it")
@@ -238,10 +257,8 @@ def _segments_on_pet_grid(seg_path: Path, pet: sitk.Image, overrides: dict[str, 
                                  "smaller than a PET voxel); check its position or remove it")
         color = raw.color or STRUCTURE_COLORS[structure_type.value]
         segments.append(Segment(raw.name, structure_type, mask, color))
-    if not segments:  # fail here, before read_case logs one 'skipped' warning per segment (one error line)
-        raise InputError(f"{seg_path}: no segment has a recognised structure type ({', '.join(names[:4])}"
-                         f"{', ...' if len(names) > 4 else ''}); name segments kidney*, parotid*, submandibular*, "
-                         "lacrimal*, lesion*/tumour*/met*/node* or set their types")
+    if not segments:
+        raise no_typed_segments_error(seg_path, names)
     return segments, names
 
 

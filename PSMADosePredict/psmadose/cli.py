@@ -15,8 +15,7 @@ from pathlib import Path
 from .errors import CancelledError, InputError, os_error_message
 
 log = logging.getLogger("psmadose")
-BANNER = ("Research and teaching software: model trained on virtual patients, not clinically validated. "
-          "Not for treatment decisions.")
+from . import BANNER  # noqa: E402
 
 
 class _Parser(argparse.ArgumentParser):
@@ -297,6 +296,22 @@ def _common_options(parser: argparse.ArgumentParser, *, model: bool, workers: bo
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output as a whole")
 
 
+def cmd_dosimetry(args) -> int:
+    from .dosimetry import Settings, run_dosimetry
+
+    settings = Settings(method=args.method, fit=args.fit, register=args.register, fwhm_mm=args.fwhm_mm,
+                        recovery=not args.no_recovery, density=args.density, activity_cov=args.activity_cov,
+                        spill_correction=args.spill_correction)
+    with _Progress("dosimetry") as progress:
+        result = run_dosimetry(args.study, args.out, settings, into=args.into, overwrite=args.overwrite,
+                               progress=progress)
+    for s in result.segments:
+        print(f"{s.name}: {s.absorbed_dose_gy:.3g} Gy ({s.absorbed_dose_gy / result.study.activity_gbq:.3g} Gy/GBq, "
+              f"{s.tia.model}, +- {s.dose_sd_gy:.2g} Gy)")
+    print(f"wrote {args.out}" + (f" and {args.into / 'doses.csv'}" if args.into else ""))
+    return 0
+
+
 def _scheduler_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
                         help="run the cases on a Dask cluster: tcp://HOST:8786 (a running 'dask scheduler') or "
@@ -396,6 +411,28 @@ def build_parser() -> argparse.ArgumentParser:
     _common_options(p, model=True, workers=True)
     _scheduler_option(p)
     p.set_defaults(func=cmd_batch)
+
+    p = sub.add_parser("dosimetry", help="post-therapy 177Lu dosimetry from quantitative SPECT/CT time points")
+    p.add_argument("study", type=Path, metavar="STUDY")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--method", choices=("vsv", "lde", "sphere"), default="vsv",
+                   help="vsv: voxel S-value convolution (default); lde: local energy deposition; sphere: published "
+                        "sphere S-values for segment doses")
+    p.add_argument("--fit", default="auto",
+                   help="auto (AICc), mono, bi, trapezoid, hanscheid or madsen (one time point)")
+    p.add_argument("--into", type=Path, default=None, help="also write the reference doses into CASE/doses.csv")
+    p.add_argument("--register", action="store_true", help="rigidly register time points to the reference (SimpleITK)")
+    p.add_argument("--fwhm-mm", type=_positive_float, default=12.0, help="SPECT resolution for partial-volume "
+                   "recovery (default 12 mm)")
+    p.add_argument("--no-recovery", action="store_true", help="plain mean inside the contour (no recovery)")
+    p.add_argument("--spill-correction", action="store_true",
+                   help="also remove the activity blurred in from neighbouring segments (see docs/DOSIMETRY.md)")
+    p.add_argument("--density", choices=("default", "ct"), default="default",
+                   help="default: 1.04 g/mL (ICRU 44 soft tissue); ct: from the reference CT")
+    p.add_argument("--activity-cov", type=_positive_float, default=0.10,
+                   help="relative uncertainty of one SPECT activity (default 0.10)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output (and CASE/doses.csv)")
+    p.set_defaults(func=cmd_dosimetry)
     return parser
 
 

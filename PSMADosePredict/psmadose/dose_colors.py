@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -109,14 +107,10 @@ def save_figure_atomic(fig: Figure, path: Path | str, *, dpi: float = 100) -> Pa
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png.tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png", dpi=dpi)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    from .outputs import atomic_output_file
+
+    with atomic_output_file(path, overwrite=True) as tmp, open(tmp, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=dpi)
     return path
 
 

@@ -11,7 +11,6 @@ Uncertainty of the figures themselves: ``*_ci95`` are patient-level bootstrap 95
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from pathlib import Path
@@ -189,17 +188,16 @@ def _bland_altman_png(path: Path, predicted: pd.DataFrame) -> None:
     figure.savefig(path)
 
 
-def _with_ci(m: dict, key: str, digits: int = 1, percent: bool = False) -> str:
-    """A metric with its bootstrap 95% CI, as HTML ("n/a" when missing)."""
+def _with_ci(m: dict, key: str, digits: int = 1, percent: bool = False) -> dict:
+    """A metric and its bootstrap 95% CI as text cells ("n/a" when missing); the template lays them out."""
     value = m.get(key)
     if value is None or not math.isfinite(value):
-        return "n/a"
+        return {"text": "n/a", "ci": ""}
     scale, unit, dash = (100.0, "%", "–") if percent else (1.0, "", " to ")
-    text = f"{scale * value:.{digits}f}{unit}"
     ci = m.get(f"{key}_ci95")
-    if ci and all(math.isfinite(c) for c in ci):
-        text += f" <span class='ci'>({scale * ci[0]:.{digits}f}{dash}{scale * ci[1]:.{digits}f})</span>"
-    return text
+    shown = f"{scale * ci[0]:.{digits}f}{dash}{scale * ci[1]:.{digits}f}" if ci and all(
+        math.isfinite(c) for c in ci) else ""
+    return {"text": f"{scale * value:.{digits}f}{unit}", "ci": shown}
 
 
 def _ood_cell(m: dict) -> str:
@@ -210,67 +208,21 @@ def _ood_cell(m: dict) -> str:
 
 
 def _report_html(model_id: str, document: dict, metrics: dict) -> str:
-    metric_rows = []
-    for key, m in metrics.items():
-        cells = [html.escape(key), str(m["n"]), str(m.get("n_patients", "")), _with_ci(m, "mape", percent=True),
-                 _with_ci(m, "baseline_mape", percent=True), _with_ci(m, "physics_mape", percent=True),
-                 _with_ci(m, "mae_gy_per_gbq", 3), _with_ci(m, "r2", 2),
-                 _with_ci(m, "spearman", 2), f"{m['coverage_80']:.2f}", f"{m['coverage_90']:.2f}",
-                 _with_ci(m, "oracle_mape", percent=True), _ood_cell(m)]
-        metric_rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    ba_rows = []
-    for key in GROUP_STRUCTURE_TYPES:
-        if key not in metrics:
-            continue
-        ba = metrics[key]["bland_altman"]
-        log_ratio, absolute = ba["log_ratio"], ba["gy_per_gbq"]
-        ba_rows.append(
-            f"<tr><td>{html.escape(key)}</td><td>{log_ratio['n']}</td>"
-            f"<td>{log_ratio['bias']:.3f} (×{log_ratio['ratio_bias']:.2f})</td>"
-            f"<td>{log_ratio['loa_low']:.3f} to {log_ratio['loa_high']:.3f} "
-            f"(×{log_ratio['ratio_loa_low']:.2f} to ×{log_ratio['ratio_loa_high']:.2f})</td>"
-            f"<td>{absolute['bias']:.3f}</td><td>{absolute['loa_low']:.3f} to {absolute['loa_high']:.3f}</td></tr>")
-    stratum_rows = "".join(
-        f"<tr><td>{html.escape(key)}</td><td>{html.escape(stratum)}</td><td>{c['n']}</td>"
-        f"<td>{c['coverage_80']:.2f}</td><td>{c['coverage_90']:.2f}</td></tr>"
-        for key, m in metrics.items() for stratum, c in m.get("coverage_by_stratum", {}).items())
-    strata_html = ("<h2>Interval coverage within calibration strata</h2><p>Intervals are calibrated per structure "
-                   "type and, for tumours, per volume tercile; coverage within each stratum (conditional "
-                   "coverage) should also be near nominal.</p><table border='1' cellspacing='0'><tr><th>structure"
-                   "</th><th>stratum</th><th>n</th><th>coverage 80%</th><th>coverage 90%</th></tr>"
-                   f"{stratum_rows}</table>") if stratum_rows else ""
-    measured = html.escape(document["measured_on"])
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>psmadose evaluation</title>"
-        "<style>body{font-family:sans-serif;max-width:70em;margin:1em auto}td,th{padding:3px 6px}"
-        ".ci{color:#555;font-size:85%}.banner{background:#fff3cd;border:1px solid #e0b000;padding:.5em}</style>"
-        "</head><body>"
-        f"<h1>Evaluation of {html.escape(model_id)}</h1>"
-        f"<p class='banner'><b>Measured on {measured}.</b> Research and teaching software; "
-        "virtual patients are not clinical data; not clinically validated. These figures describe this cohort "
-        "only; they are not an accuracy claim for real patients.</p>"
-        "<h2>Accuracy</h2>"
-        "<p>Per structure type and model group (salivary = parotid + submandibular + lacrimal). In brackets: "
-        f"95 % confidence intervals from a patient-level bootstrap ({BOOTSTRAP_RESAMPLES} resamples of patients, "
-        f"fixed seed {BOOTSTRAP_SEED}); with few patients they are wide and themselves uncertain. "
-        "The population-mean MAPE is the baseline (training mean Gy/GBq of the structure type); the oracle "
-        "floor is the error of the simulator's noise-free prediction, where the cohort records it.</p>"
-        "<table border='1' cellspacing='0'><tr><th>structure</th><th>n</th><th>patients</th><th>MAPE</th>"
-        "<th>population-mean MAPE (baseline)</th><th>physics-baseline MAPE</th><th>MAE Gy/GBq</th><th>R²</th>"
-        "<th>Spearman ρ</th>"
-        "<th>coverage 80%</th><th>coverage 90%</th><th>oracle floor MAPE</th>"
-        "<th>out of domain (of which multivariate)</th></tr>"
-        f"{''.join(metric_rows)}</table>"
-        f"{strata_html}"
-        "<h2>Predicted vs reference</h2>"
-        "<p><img src='predicted_vs_reference.png' alt='predicted vs reference Gy/GBq, log axes, identity line'></p>"
-        "<h2>Bland-Altman agreement</h2>"
-        "<p>Bias and 95 % limits of agreement (bias ± 1.96 SD) per model group, on ln(predicted/reference) "
-        "(× = the same as a predicted/reference factor) and on Gy/GBq.</p>"
-        "<table border='1' cellspacing='0'><tr><th>group</th><th>n</th><th>bias ln ratio</th>"
-        "<th>LoA ln ratio</th><th>bias Gy/GBq</th><th>LoA Gy/GBq</th></tr>"
-        f"{''.join(ba_rows)}</table>"
-        "<p><img src='bland_altman.png' alt='Bland-Altman plots per model group'></p>"
-        f"<p>Model {html.escape(model_id)} (sha256 {html.escape(document['model_sha256'])}); "
-        f"cohort {html.escape(document['cohort'])}.</p>"
-        "</body></html>\n")
+    from .html import render
+
+    metric_rows = [{
+        "key": key, "n": m["n"], "patients": m.get("n_patients", ""),
+        "cells": [_with_ci(m, "mape", percent=True), _with_ci(m, "baseline_mape", percent=True),
+                  _with_ci(m, "physics_mape", percent=True), _with_ci(m, "mae_gy_per_gbq", 3), _with_ci(m, "r2", 2),
+                  _with_ci(m, "spearman", 2)],
+        "coverage_80": f"{m['coverage_80']:.2f}", "coverage_90": f"{m['coverage_90']:.2f}",
+        "oracle": _with_ci(m, "oracle_mape", percent=True), "ood": _ood_cell(m)} for key, m in metrics.items()]
+    strata = [{"key": key, "stratum": stratum, **c} for key, m in metrics.items()
+              for stratum, c in m.get("coverage_by_stratum", {}).items()]
+    bland_altman = [{"key": key, "log": metrics[key]["bland_altman"]["log_ratio"],
+                     "abs": metrics[key]["bland_altman"]["gy_per_gbq"]}
+                    for key in GROUP_STRUCTURE_TYPES if key in metrics]
+    return render("evaluation.html.j2", title=f"psmadose evaluation — {model_id}", model_id=model_id,
+                  measured_on=document["measured_on"], resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED,
+                  metric_rows=metric_rows, strata=strata, bland_altman=bland_altman,
+                  model_sha256=document["model_sha256"], cohort=document["cohort"])

@@ -22,7 +22,6 @@ Why not SHAP: ``shap`` (PyPI) pulls in numba/llvmlite and a PyPI package named `
 
 from __future__ import annotations
 
-import html
 import math
 
 import numpy as np
@@ -115,8 +114,8 @@ def explain_predictions(model_set: DoseModelSet, table: pd.DataFrame, top: int =
 
 
 def _describe(item: dict) -> str:
-    values = ", ".join(f"{html.escape(f)} {v:.3g}" for f, v in item["features"].items())
-    return f"{html.escape(item['group'])} ({values}; ×{item['factor']:.2f})"
+    values = ", ".join(f"{f} {v:.3g}" for f, v in item["features"].items())  # text: the template escapes it
+    return f"{item['group']} ({values}; ×{item['factor']:.2f})"
 
 
 def _items(items: list[dict]) -> str:
@@ -125,13 +124,9 @@ def _items(items: list[dict]) -> str:
 
 def explanations_html(explanations: dict | None) -> str:
     """A short report section: the feature groups that pushed each segment's dose up and down."""
+    from .html import environment
+
     if not explanations or not explanations.get("segments"):
         return ""
-    rows = "".join(f"<tr><td>{html.escape(segment)}</td><td>{_items(e['up'])}</td><td>{_items(e['down'])}</td></tr>"
-                   for segment, e in explanations["segments"].items())
-    return ("<h2>What drove each prediction</h2>"
-            f"<p class='small'>Groups of related features that pushed the predicted Gy/GBq up or down, by the "
-            f"factor the prediction changes when the group is moved to its typical training values "
-            f"({html.escape(METHOD)}). A description of the model, not of the patient's biology.</p>"
-            f"<table><thead><tr><th>Segment</th><th>Pushed up (×factor)</th><th>Pushed down (×factor)</th></tr>"
-            f"</thead><tbody>{rows}</tbody></table>")
+    rows = [(segment, _items(e["up"]), _items(e["down"])) for segment, e in explanations["segments"].items()]
+    return str(environment().get_template("_sections.html.j2").module.explanations(rows, METHOD))

@@ -40,7 +40,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import RidgeCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .clinical import TRACERS
 from .domain import UPTAKE_FEATURE, domain_reasons, log_positive, tracer_of, uptake_scale_reason
@@ -49,18 +49,13 @@ from .errors import InputError
 from .intervals import LEVELS as INTERVAL_LEVELS
 from .intervals import describe_stratum, interval_bounds, level_key, row_strata
 from .physics import calibrate_log_ratio, unit_dose_gy_per_gbq
-
-GROUP_STRUCTURE_TYPES = {
-    "tumour": ("tumour",),
-    "kidney": ("kidney",),
-    "salivary": ("parotid", "submandibular", "lacrimal"),
-}
+from .structures import GROUP_STRUCTURE_TYPES  # one definition, re-exported for model users
 
 # The structure's own uptake (UPTAKE_FEATURE) enters only through the physics baseline, never the correction.
 PATIENT_FEATURES = ("n_lesions", "total_tumour_volume_ml")
 CLINICAL_FEATURES = ("age_years", "weight_kg", "height_cm", "bsa_m2", "bmi_kg_m2", "egfr_ml_min_1_73m2",
                      "log_psa_ng_ml", "alp_u_l", "ldh_u_l", "hemoglobin_g_dl", "prior_taxane_lines", "prior_arpi",
-                     "pet_uptake_time_min", "tracer_18F-DCFPyL", "tracer_18F-PSMA-1007", "tracer_68Ga-PSMA-11")
+                     "pet_uptake_time_min") + tuple(f"tracer_{tracer}" for tracer in TRACERS)
 CORRECTION_FEATURES = PATIENT_FEATURES + CLINICAL_FEATURES
 # Strictly positive, right-skewed features: the learners and the domain check see their logarithm.
 LOG_FEATURES = ("suv_tissue", "suv_tissue_to_max", "n_lesions", "total_tumour_volume_ml", "weight_kg", "alp_u_l",
@@ -102,11 +97,11 @@ def design_matrix(table: pd.DataFrame, features: list[str], log_features: tuple[
 
 
 class PopulationMeanRegressor(RegressorMixin, BaseEstimator):
-    """Predicts the training mean dose of each structure type (column 0 of X codes the type)."""
+    """Predicts the training mean dose of each structure type (column 0 of X codes the type; y is ln dose)."""
 
     def fit(self, X, y):
-        X = np.asarray(X, dtype=float)
-        dose = np.exp(np.asarray(y, dtype=float))
+        X, y = validate_data(self, X, y, y_numeric=True)
+        dose = np.exp(y)
         self.codes_ = np.unique(X[:, 0])
         self.log_means_ = np.array([math.log(dose[X[:, 0] == c].mean()) for c in self.codes_])
         self.overall_log_mean_ = math.log(dose.mean())
@@ -114,7 +109,7 @@ class PopulationMeanRegressor(RegressorMixin, BaseEstimator):
 
     def predict(self, X):
         check_is_fitted(self, "log_means_")
-        X = np.asarray(X, dtype=float)
+        X = validate_data(self, X, reset=False)
         out = np.full(len(X), self.overall_log_mean_)
         for code, value in zip(self.codes_, self.log_means_):
             out[X[:, 0] == code] = value
@@ -125,34 +120,50 @@ class MixedEffectsRegressor(RegressorMixin, BaseEstimator):
     """Fixed effects by any regressor plus a random intercept per patient, fitted by EM (MERF).
 
     A new patient's random effect is unknown, so predictions use the fixed effects only; the random intercept
-    keeps patients with many lesions from dominating the fixed-effects fit.
+    keeps patients with many lesions from dominating the fixed-effects fit. EM stops after ``max_iter``
+    iterations or when the variance components change by less than ``tol`` (relative); ``n_iter_`` says which.
+    ``tol=0`` runs all ``max_iter`` iterations (what training uses, so models rebuild byte for byte).
+    ``fixed_effects=None``: ordinary least squares.
     """
 
-    def __init__(self, fixed_effects=None, max_iter: int = 8):
+    def __init__(self, fixed_effects=None, max_iter: int = 8, tol: float = 0.0):
         self.fixed_effects = fixed_effects
         self.max_iter = max_iter
+        self.tol = tol
 
     def fit(self, X, y, groups=None):
-        y = np.asarray(y, dtype=float)
+        from sklearn.linear_model import LinearRegression
+
+        # NaN allowed: the fixed-effects estimator (an imputing pipeline, or trees) handles missing features
+        X, y = validate_data(self, X, y, y_numeric=True, ensure_all_finite="allow-nan")
+        base = self.fixed_effects if self.fixed_effects is not None else LinearRegression()
         groups = np.asarray(groups if groups is not None else np.arange(len(y)))
         labels, inverse = np.unique(groups, return_inverse=True)
         counts = np.bincount(inverse)
         b = np.zeros(len(labels))
         sigma_b2, sigma_e2 = np.var(y) * 0.1, np.var(y) * 0.9
-        for _ in range(self.max_iter):
-            model = clone(self.fixed_effects).fit(X, y - b[inverse])
+        sigma_b2, sigma_e2 = max(float(sigma_b2), 1e-6), max(float(sigma_e2), 1e-6)
+        self.n_iter_ = 0
+        for _ in range(max(int(self.max_iter), 1)):
+            model = clone(base).fit(X, y - b[inverse])
             residual = y - model.predict(X)
             shrink = sigma_b2 / (sigma_b2 + sigma_e2 / counts)
             b = shrink * np.bincount(inverse, weights=residual) / counts
             within = residual - b[inverse]
+            previous = (sigma_b2, sigma_e2)
             sigma_e2 = max(float(np.mean(within**2)), 1e-6)
             sigma_b2 = max(float(np.mean(b**2 + shrink * sigma_e2 / counts)), 1e-6)
+            self.n_iter_ += 1
+            change = max(abs(sigma_b2 - previous[0]) / previous[0], abs(sigma_e2 - previous[1]) / previous[1])
+            if self.tol > 0 and change < self.tol:
+                break
         self.fixed_effects_ = model
         self.sigma_b2_, self.sigma_e2_ = sigma_b2, sigma_e2
         return self
 
     def predict(self, X):
         check_is_fitted(self, "fixed_effects_")
+        X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan")
         return self.fixed_effects_.predict(X)
 
 

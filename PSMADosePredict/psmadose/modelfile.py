@@ -203,8 +203,11 @@ def card_digest(card: dict) -> str:
 
 def write_card(directory: Path, card: dict) -> dict:
     """Write model_card.json with its content digest (``card_sha256``): an edited card is refused at load."""
+    from .modelcard import validate_card
+
     card = dict(card)
     card["card_sha256"] = card_digest(card)
+    validate_card(card, Path(directory) / CARD_FILE)
     (Path(directory) / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return card
 
@@ -285,4 +288,7 @@ def load_model(path: Path | None = None, *, trust: bool = False) -> LoadedModel:
         if not settings.is_file() or sha256_bytes(settings.read_bytes()) != expected:
             raise InputError(f"{directory}: the model uses radiomics but {RADIOMICS_FILE} is missing or differs "
                              "from the settings recorded in its card; restore the model folder")
+    from .modelcard import validate_card
+
+    validate_card(card, card_path)  # after the archive checks: what reaches the outputs follows the schema
     return LoadedModel(model_set, card, directory, digest, is_bundled)

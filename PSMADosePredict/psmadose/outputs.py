@@ -187,8 +187,11 @@ def csv_text(cell: str) -> str:
 
 def write_csv_table(frame, path: Path) -> None:
     """A pandas table as UTF-8 CSV with text cells neutralised (``csv_cell``)."""
+    from pandas.api.types import is_string_dtype
+
     frame = frame.copy()
     for column in frame.columns:
-        if frame[column].dtype == object:
+        # pandas >= 3 stores text as the "str" dtype, not object: both must be neutralised
+        if frame[column].dtype == object or is_string_dtype(frame[column].dtype):
             frame[column] = frame[column].map(csv_cell)
     frame.to_csv(path, index=False, float_format="%.6g", encoding="utf-8")

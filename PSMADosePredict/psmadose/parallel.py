@@ -17,8 +17,16 @@ from concurrent.futures import ProcessPoolExecutor
 _PR_SET_PDEATHSIG = 1
 
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+def _noop() -> None:
+    return None
+
+
 def _die_with_parent() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked while the parent forked us
     for signum in (signal.SIGTERM, signal.SIGHUP):  # a forked child inherits the CLI's handlers: undo them
         signal.signal(signum, signal.SIG_DFL)
     if sys.platform.startswith("linux"):
@@ -60,6 +68,18 @@ def process_pool(workers: int, *, spawn: bool = False, initializer: Callable | N
     context = multiprocessing.get_context("spawn") if spawn else None
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
                                initargs=(initializer, initargs))
+    if not spawn:
+        # Forked workers start at the first task. A signal handled while Python runs its fork callbacks raises an
+        # exception that Python can only print and drop (a traceback on the terminal, a lost Ctrl-C): start the
+        # workers now with the stop signals blocked; a signal that came meanwhile is delivered right after.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            pool.submit(_noop).result()
+        except BaseException:
+            terminate_workers(pool)
+            raise
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     try:
         yield pool
     except BaseException:

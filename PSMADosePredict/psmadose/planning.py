@@ -13,10 +13,7 @@ Cumulative doses assume the cycle-1 dose per GBq repeats in every cycle (as the 
 
 from __future__ import annotations
 
-import html
-import math
-
-from .report import TUMOUR_DOSE_REFERENCES, dose_limit_for
+from .dose_references import TUMOUR_DOSE_REFERENCES, dose_limit_for
 
 DECISION_SUPPORT_NOTE = (
     "Decision support for research and teaching, not a prescription: predictions from a model trained on "
@@ -113,46 +110,8 @@ def planning_summary(rows: list[dict], activity_gbq: float, cycles: int) -> dict
             "kidneys": kidney_summary(rows, activity_gbq, cycles), "tumours": low_tumour_flags(rows)}
 
 
-def _f(value: float, digits: int = 3) -> str:
-    return f"{value:.{digits}g}" if value is not None and math.isfinite(value) else "n/a"
-
-
 def planning_html(summary: dict | None) -> str:
-    """A short report section; empty when there is nothing to show."""
-    if not summary:
-        return ""
-    parts = ["<h2>Planning aids (decision support, not a prescription)</h2>",
-             f"<p class='small'>{html.escape(summary['decision_support_note'])}</p><ul>"]
-    kidneys = summary.get("kidneys")
-    if kidneys and kidneys.get("withheld"):
-        parts.append(f"<li>Kidneys: {html.escape(kidneys['note'])}</li>")
-    elif kidneys:
-        parts.append(
-            f"<li>Kidneys ({html.escape(', '.join(kidneys['segments']))}, together): predicted mean "
-            f"{_f(kidneys['mean_gy_per_gbq'])} Gy/GBq; cumulative over {summary['cycles']} cycles of "
-            f"{_f(summary['activity_gbq'])} GBq: <b>{_f(kidneys['cumulative_gy'])} Gy</b> "
-            f"(80 % interval {_f(kidneys['cumulative_80_low_gy'])}–{_f(kidneys['cumulative_80_high_gy'])} Gy).")
-        if "limit_gy" in kidneys:
-            parts.append(
-                f" Activity per cycle keeping the kidneys under {_f(kidneys['limit_gy'])} Gy cumulative: "
-                f"{_f(kidneys['activity_per_cycle_under_limit_gbq'])} GBq at the predicted dose, "
-                f"<b>{_f(kidneys['activity_per_cycle_under_limit_conservative_gbq'])} GBq</b> at the upper 80 % "
-                f"bound (conservative). {html.escape(kidneys['limit_source'])}")
-        if kidneys.get("note"):
-            parts.append(f" ({html.escape(kidneys['note'])})")
-        parts.append("</li>")
-    tumours = summary.get("tumours")
-    if tumours and tumours["n_tumours"]:
-        flagged = tumours["low_dose_tumours"]
-        names = ", ".join(f"{t['segment']} ({_f(t['predicted_gy_per_gbq'])} Gy/GBq"
-                          + ("; upper 80 % bound also below" if t["upper_80_below_reference"] else "") + ")"
-                          for t in flagged)
-        parts.append(
-            f"<li>Tumours predicted below {_f(tumours['reference_gy_per_gbq'])} Gy/GBq: {len(flagged)} of "
-            f"{tumours['n_tumours']}{': ' + html.escape(names) if flagged else ''}. "
-            f"{html.escape(tumours['source'])}</li>")
-        for t in tumours.get("withheld", []):
-            parts.append(f"<li>{html.escape(t['segment'])}: not assessed, outside the model's domain "
-                         f"({html.escape(t['reasons'])})</li>")
-    parts.append("</ul>")
-    return "".join(parts)
+    """A short report section (the ``planning`` macro of templates/_sections.html.j2); empty when nothing to show."""
+    from .html import environment
+
+    return str(environment().get_template("_sections.html.j2").module.planning(summary))

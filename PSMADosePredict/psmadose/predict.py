@@ -204,7 +204,8 @@ def write_prediction(out_dir: Path, case: Case, result: PredictionResult, loaded
     write_dose_segmentation(out_dir / "dose_segmentation.seg.nrrd", case, result)
     masks = {s.name: s.mask for s in case.segments}
     write_report(out_dir, case_id=case.case_id, rows=result.rows(), pet_array=case.pet_array,
-                 spacing_mm=tuple(case.pet.GetSpacing()), masks=masks, clinical=case.clinical.to_dict(),
+                 spacing_mm=tuple(case.pet.GetSpacing()), direction=case.pet.GetDirection(), masks=masks,
+                 clinical=case.clinical.to_dict(),
                  model_card=loaded.card, provenance=result.provenance, warnings=result.warnings,
                  planning=result.planning, explanations=result.explanations)
 

@@ -9,195 +9,52 @@
 
 Every file is written under a temporary name and renamed into place, so a partial report never appears.
 
-Reference limits (``DOSE_LIMITS``) live here, in one place, for the CLI and the Slicer module to import.
+Reference limits and tumour dose figures live in ``dose_references``, the figures in ``figures``, the HTML in
+``templates/prediction.html.j2`` (rendered by ``psmadose.html``).
 """
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from matplotlib.colors import to_hex
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.ticker import (
-    FixedFormatter,
-    FixedLocator,
-    FuncFormatter,
-    LogLocator,
-    NullFormatter,
-    NullLocator,
-)
 
-from .dose_colors import (
-    add_dose_colorbar,
-    colormap_description,
-    dose_to_rgb,
-    save_figure_atomic,
-    write_legend_png,
+from . import BANNER
+from .dose_colors import colormap_description, dose_to_rgb, write_legend_png
+from .dose_references import DOSE_LIMITS, TUMOUR_DOSE_REFERENCES, _structure_key, dose_limit_for
+from .figures import (  # noqa: F401  (the file names and writers are part of this module's interface)
+    DOSE_LIMITS_FIGURE_FILENAME,
+    FIGURE_DPI,
+    LEGEND_FILENAME,
+    MAX_PNG_BYTES,
+    MIP_FIGURE_FILENAME,
+    _float,
+    write_dose_limits_figure,
+    write_mip_figure,
 )
+from .html import fmt, percent, render
+from .outputs import atomic_output_file
 
 logger = logging.getLogger(__name__)
 
 REPORT_FILENAME = "report.html"
-MIP_FIGURE_FILENAME = "figure_mip.png"
-DOSE_LIMITS_FIGURE_FILENAME = "figure_dose_limits.png"
-LEGEND_FILENAME = "dose_legend.png"
-
-BANNER_TEXT = (
-    "Research and teaching software. Model trained on virtual patients; not clinically validated. "
-    "Not for treatment decisions."
-)
-
-ORGAN_AT_RISK_TYPES = ("kidney", "parotid", "submandibular", "lacrimal")
-TUMOUR_TYPE = "tumour"
-
-MAX_PNG_BYTES = 200_000
-_LOG_TICKS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
-FIGURE_DPI = 100
-
-
-@dataclass(frozen=True)
-class DoseLimit:
-    """A reference absorbed-dose limit for one structure type."""
-
-    structure_type: str  # "kidney", "parotid", ...
-    value: float
-    unit: str  # "Gy"
-    basis: str  # "cumulative": summed over all cycles, mean absorbed dose to the organ
-    label: str  # short text drawn next to the line in figures
-    source: str  # citation and caveats
-
-
-# Sources: the project's REFERENCES.md (kidney, tumour) and the QUANTEC parotid paper (salivary glands).
-DOSE_LIMITS: list[DoseLimit] = [
-    DoseLimit(
-        structure_type="kidney",
-        value=23.0,
-        unit="Gy",
-        basis="cumulative",
-        label="kidney 23 Gy (external-beam-derived)",
-        source=(
-            "Kidney 23 Gy cumulative mean absorbed dose, as used for 177Lu-PSMA-617 by Fendler et al. 2016; "
-            "taken over from external-beam radiotherapy experience. No 177Lu-specific kidney threshold is "
-            "established."
-        ),
-    ),
-    DoseLimit(
-        structure_type="parotid",
-        value=25.0,
-        unit="Gy",
-        basis="cumulative",
-        label="parotid 25 Gy (external-beam reference)",
-        source=(
-            "QUANTEC parotid constraint (Deasy et al., Int J Radiat Oncol Biol Phys "
-            "2010;76(3 Suppl):S58-S63): severe xerostomia is usually avoided if both parotid glands "
-            "receive a mean dose below ~25 Gy (or one gland below ~20 Gy) in fractionated external-beam "
-            "radiotherapy. An external-beam-derived reference, not a 177Lu-specific threshold: no "
-            "salivary-gland dose limit is established for 177Lu-PSMA, whose low dose rate and heterogeneous "
-            "uptake differ from external beam. No reference is drawn for submandibular or lacrimal glands."
-        ),
-    ),
-]
-"""Reference limits drawn in the report; cumulative over all planned cycles."""
-
-
-@dataclass(frozen=True)
-class TumourDoseReference:
-    """A published tumour dose per injected activity, shown as an annotation (not a threshold)."""
-
-    value_gy_per_gbq: float
-    sd_gy_per_gbq: float
-    label: str
-    short_label: str  # tick label in figures
-    source: str
-
-
-TUMOUR_DOSE_REFERENCES: list[TumourDoseReference] = [
-    TumourDoseReference(
-        4.0,
-        2.9,
-        "non-responders 4.0 Gy/GBq",
-        "non-resp. 4.0",
-        "Volter et al. 2021, 177Lu-PSMA-617: mean tumour dose 4.0 +- 2.9 Gy/GBq in non-responders "
-        "(group mean, not a threshold).",
-    ),
-    TumourDoseReference(
-        10.2,
-        12.0,
-        "responders 10.2 Gy/GBq",
-        "resp. 10.2",
-        "Volter et al. 2021, 177Lu-PSMA-617: mean tumour dose 10.2 +- 12.0 Gy/GBq in responders "
-        "(group mean, not a threshold).",
-    ),
-]
-
-
-def dose_limit_for(structure_type: str) -> DoseLimit | None:
-    """The reference limit of a structure type ("kidney", "parotid", ...), or None when none is sourced."""
-    key = _structure_key(structure_type)
-    for limit in DOSE_LIMITS:
-        if limit.structure_type == key:
-            return limit
-    return None
+BANNER_TEXT = BANNER
+_fmt = fmt
+_percent = percent
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-
-def _structure_key(value) -> str:
-    value = getattr(value, "value", value)  # StructureType enum or plain string
-    return str(value or "").strip().lower().replace("tumor", "tumour")
-
-
-def _float(value) -> float | None:
-    """A finite float or None."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _fmt(value, sig: int = 3) -> str:
-    """A number to ``sig`` significant figures, no exponent notation for ordinary values; '–' when missing."""
-    number = _float(value)
-    if number is None:
-        return "–"
-    if number == 0:
-        return "0"
-    magnitude = math.floor(math.log10(abs(number)))
-    if magnitude >= sig - 1:
-        return f"{round(number):,d}".replace(",", "\u2009") if magnitude < 9 else f"{number:.{sig - 1}e}"
-    if magnitude < -4:
-        return f"{number:.{sig - 1}e}"
-    decimals = sig - 1 - magnitude
-    return f"{number:.{decimals}f}"
 
 
 def _fmt_interval(low, high, sig: int = 3) -> str:
     if _float(low) is None and _float(high) is None:
         return "–"
     return f"{_fmt(low, sig)}–{_fmt(high, sig)}"
-
-
-def _mpl_text(text: str) -> str:
-    """Text shown literally by matplotlib (a '$' would otherwise start mathtext)."""
-    return text.replace("$", r"\$")
-
-
-def _esc(value) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
 
 
 def _planned_activity_and_cycles(clinical: dict, rows: list[dict]) -> tuple[float | None, int | None]:
@@ -219,467 +76,12 @@ def _planned_activity_and_cycles(clinical: dict, rows: list[dict]) -> tuple[floa
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f"{path.suffix}.tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
-def _save_png(fig: Figure, path: Path, dpi: float = FIGURE_DPI) -> Path:
-    """Save a figure, lowering the resolution if the PNG would exceed ``MAX_PNG_BYTES``."""
-    for _ in range(4):
-        save_figure_atomic(fig, path, dpi=dpi)
-        size = path.stat().st_size
-        if size <= MAX_PNG_BYTES:
-            break
-        logger.debug("%s is %d bytes at %g dpi; saving at a lower resolution", path.name, size, dpi)
-        dpi *= 0.8
-    return path
-
-
-# ------------------------------------------------------------------------------------------------ figure: MIP
-
-
-def _erode(mask: np.ndarray) -> np.ndarray:
-    """4-neighbour binary erosion of a 2-D mask (pixels outside the array count as background)."""
-    padded = np.pad(mask, 1, constant_values=False)
-    return padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-
-
-def _orient_lps(array: np.ndarray, direction: Sequence[float] | None) -> tuple[np.ndarray, list[str]]:
-    """Flip (k, j, i) axes whose direction cosine points against L, P, S; notes for oblique images."""
-    notes: list[str] = []
-    if direction is None:
-        return array, notes
-    matrix = np.asarray(direction, dtype=float).reshape(3, 3)  # columns: image i, j, k axes in LPS
-    if not np.allclose(np.abs(matrix), np.eye(3), atol=1e-3):
-        notes.append(
-            "The PET grid is not aligned with the patient axes; the MIP is drawn along the image axes."
-        )
-        matrix = np.diag(np.sign(np.diag(matrix)) + (np.diag(matrix) == 0))
-    for image_axis, array_axis in ((0, 2), (1, 1), (2, 0)):  # image i -> array axis 2, j -> 1, k -> 0
-        if matrix[image_axis, image_axis] < 0:
-            array = np.flip(array, axis=array_axis)
-    return array, notes
-
-
-def write_mip_figure(
-    path: Path | str,
-    pet_array: np.ndarray,
-    spacing_mm: Sequence[float],
-    masks: dict[str, np.ndarray],
-    rows: list[dict],
-    *,
-    direction: Sequence[float] | None = None,
-    suv_window_max: float | None = None,
-) -> tuple[Path, str, list[str]]:
-    """Coronal PET maximum-intensity projection with each predicted segment in its dose colour.
-
-    ``pet_array`` is (k, j, i) SUV on an LPS grid (SimpleITK order), ``spacing_mm`` the (i, j, k) spacing.
-    Without ``direction`` (SimpleITK's 9-tuple) the grid is taken as axis-aligned LPS (identity direction).
-    The projection runs along j (anterior-posterior); the head is at the top and the patient's right on the
-    left of the image (anterior view, radiological convention).
-
-    Returns the PNG path, a caption and notes about segments that could not be drawn.
-    """
-    path = Path(path)
-    pet = np.asarray(pet_array, dtype=np.float32)
-    if pet.ndim != 3:
-        raise ValueError(f"pet_array must be 3-D (k, j, i), got shape {pet.shape}")
-    spacing_i, _spacing_j, spacing_k = (float(s) for s in spacing_mm)
-    notes: list[str] = []
-    pet, orient_notes = _orient_lps(pet, direction)
-    notes.extend(orient_notes)
-
-    mip = np.nan_to_num(pet, nan=0.0).max(axis=1)  # (k, i)
-    n_k, n_i = mip.shape
-    if suv_window_max is None:
-        robust = float(np.percentile(mip, 99.5)) if mip.size else 0.0
-        suv_window_max = min(10.0, robust) if robust > 0 else 1.0
-
-    # Display pixels per voxel, to draw outlines at least ~2 display pixels wide.
-    width_mm, height_mm = n_i * spacing_i, n_k * spacing_k
-    img_h_in = 6.5
-    img_w_in = float(np.clip(img_h_in * width_mm / height_mm, 2.5, 10.0))
-    img_h_in = min(img_h_in, img_w_in * height_mm / width_mm)
-    px_per_voxel = FIGURE_DPI * min(img_w_in / n_i, img_h_in / n_k)
-    outline_voxels = max(1, math.ceil(2.0 / max(px_per_voxel, 1e-6)))
-
-    # Overlay RGBA: translucent fill, opaque outline; large segments first so small ones stay visible.
-    overlay = np.zeros((n_k, n_i, 4), dtype=np.float32)
-    drawn: list[tuple[int, str, float, float]] = []  # (number, name, k centre, i centre)
-    projected = []
-    for number, row in enumerate(rows, start=1):
-        name = str(row.get("segment", ""))
-        mask = masks.get(name)
-        if mask is None:
-            notes.append(f"No mask for segment {name!r}; not shown on the MIP.")
-            continue
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != pet_array.shape:
-            notes.append(
-                f"Mask of segment {name!r} has shape {mask.shape}, PET {pet_array.shape}; "
-                "not shown on the MIP."
-            )
-            continue
-        mask, _ = _orient_lps(mask, direction)
-        proj = mask.any(axis=1)
-        if not proj.any():
-            notes.append(f"Segment {name!r} is empty; not shown on the MIP.")
-            continue
-        projected.append((int(proj.sum()), number, name, proj, _float(row.get("predicted_gy_per_gbq"))))
-    projected.sort(key=lambda item: -item[0])
-    for _area, number, name, proj, dose in projected:
-        rgb = dose_to_rgb(dose if dose is not None else math.nan)
-        inner = proj
-        for _ in range(outline_voxels):
-            inner = _erode(inner)
-        outline = proj & ~inner
-        overlay[inner] = (*rgb, 0.35)
-        overlay[outline] = (*rgb, 1.0)
-        ks, is_ = np.nonzero(proj)
-        drawn.append((number, name, float(ks.mean()), float(is_.mean())))
-
-    # Layout in inches: colour bar (with its label) at the bottom, image above it, title on top.
-    fig_w_in = max(img_w_in + 0.4, 4.6)
-    fig_h_in = img_h_in + 1.5
-    fig = Figure(figsize=(fig_w_in, fig_h_in))
-    ax = fig.add_axes(
-        ((fig_w_in - img_w_in) / 2 / fig_w_in, 1.1 / fig_h_in, img_w_in / fig_w_in, img_h_in / fig_h_in)
-    )
-    extent = (0.0, width_mm, 0.0, height_mm)  # x: i (patient right -> left), y: k (feet -> head)
-    ax.imshow(
-        mip,
-        cmap="gray_r",
-        vmin=0.0,
-        vmax=suv_window_max,
-        origin="lower",
-        extent=extent,
-        interpolation="antialiased",
-        aspect="equal",
-    )
-    ax.imshow(overlay, origin="lower", extent=extent, interpolation="nearest", aspect="equal")
-    for number, _name, k_centre, i_centre in drawn:
-        ax.annotate(
-            str(number),
-            xy=((i_centre + 0.5) * spacing_i, (k_centre + 0.5) * spacing_k),
-            xytext=(6, 6),
-            textcoords="offset points",
-            fontsize=7,
-            color="black",
-            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.75},
-        )
-    for x, ha, text in ((0.01, "left", "R"), (0.99, "right", "L")):
-        ax.text(
-            x,
-            0.99,
-            text,
-            transform=ax.transAxes,
-            ha=ha,
-            va="top",
-            fontsize=12,
-            fontweight="bold",
-            color="black",
-        )
-    ax.text(0.5, 0.99, "S", transform=ax.transAxes, ha="center", va="top", fontsize=10, color="0.3")
-    ax.text(0.5, 0.01, "I", transform=ax.transAxes, ha="center", va="bottom", fontsize=10, color="0.3")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(f"Coronal PET MIP (SUV 0–{suv_window_max:.3g}), segments in dose colour", fontsize=10)
-    bar_w_in = min(fig_w_in - 0.6, 5.0)
-    cax = fig.add_axes(
-        ((fig_w_in - bar_w_in) / 2 / fig_w_in, 0.5 / fig_h_in, bar_w_in / fig_w_in, 0.2 / fig_h_in)
-    )
-    add_dose_colorbar(fig, cax, label="Predicted dose (Gy/GBq, log scale)")
-    _save_png(fig, path)
-
-    caption = (
-        f"Coronal maximum-intensity projection of the PET (anterior view; inverted grey, SUV window "
-        f"0–{suv_window_max:.3g}), head at the top and the patient's right on the left of the image "
-        f"(radiological convention; R/L marked). Each predicted segment is outlined and lightly filled in "
-        f"its dose colour; numbers refer to the table. Pixels are drawn to scale "
-        f"({spacing_i:.3g} × {spacing_k:.3g} mm)."
-    )
-    return path, caption, notes
-
-
-# ----------------------------------------------------------------------------------- figure: dose vs limits
-
-
-def _bar_panel(
-    ax, names, values, lows80, highs80, lows90, highs90, colours, *, per_cycle=None, left: float = 0.0
-) -> None:
-    y = np.arange(len(names))
-    widths = [v - left for v in values]
-    ax.barh(y, widths, left=left, color=colours, edgecolor="0.25", linewidth=0.6, height=0.6, zorder=2)
-    for idx in range(len(names)):
-        if lows90[idx] is not None and highs90[idx] is not None:
-            ax.plot([lows90[idx], highs90[idx]], [y[idx], y[idx]], color="black", lw=1.0, zorder=3)
-            for x in (lows90[idx], highs90[idx]):
-                ax.plot([x, x], [y[idx] - 0.15, y[idx] + 0.15], color="black", lw=1.0, zorder=3)
-        if lows80[idx] is not None and highs80[idx] is not None:
-            ax.plot(
-                [lows80[idx], highs80[idx]],
-                [y[idx], y[idx]],
-                color="black",
-                lw=3.2,
-                zorder=3,
-                solid_capstyle="butt",
-            )
-        if per_cycle is not None and per_cycle[idx] is not None:
-            ax.plot(per_cycle[idx], y[idx], marker="D", ms=5, mfc="white", mec="black", zorder=4)
-    ax.set_yticks(y)
-    ax.set_yticklabels(names, fontsize=8)
-    ax.set_ylim(len(names) - 0.5, -0.5)
-    ax.grid(axis="x", color="0.85", lw=0.6, zorder=0)
-    ax.tick_params(axis="x", labelsize=8)
-
-
-def write_dose_limits_figure(
-    path: Path | str,
-    rows: list[dict],
-    *,
-    planned_activity_gbq: float | None,
-    planned_cycles: int | None,
-) -> tuple[Path, str]:
-    """Organ-at-risk cumulative doses against ``DOSE_LIMITS`` and tumour Gy/GBq against published references.
-
-    Bars: predicted dose, coloured by the dose colormap; thick/thin whiskers: 80 %/90 % prediction intervals;
-    diamonds: dose per cycle. Returns the PNG path and a caption.
-    """
-    path = Path(path)
-    activity = _float(planned_activity_gbq)
-    cycles = int(planned_cycles) if planned_cycles else None
-    scale_cycle = activity
-    scale_cumulative = activity * cycles if activity is not None and cycles else None
-
-    numbered = list(enumerate(rows, start=1))
-    order = {t: n for n, t in enumerate(ORGAN_AT_RISK_TYPES)}
-    oars = [(n, r) for n, r in numbered if _structure_key(r.get("structure_type")) in order]
-    oars.sort(key=lambda nr: (order[_structure_key(nr[1].get("structure_type"))], str(nr[1].get("segment"))))
-    tumours = [(n, r) for n, r in numbered if _structure_key(r.get("structure_type")) == TUMOUR_TYPE]
-
-    def scaled(row, key, scale):
-        value = _float(row.get(key))
-        return value * scale if value is not None and scale is not None else None
-
-    heights = []
-    if oars:
-        heights.append(1.3 + 0.32 * len(oars))
-    if tumours:
-        heights.append(1.3 + 0.26 * len(tumours))
-    if not heights:
-        heights = [1.2]
-    fig = Figure(figsize=(8.0, sum(heights) + 0.6 * len(heights) + 0.3), layout="constrained")
-    axes = fig.subplots(len(heights), 1, gridspec_kw={"height_ratios": heights}, squeeze=False)[:, 0]
-    caption_parts = []
-    panel = 0
-
-    if oars:
-        ax = axes[panel]
-        panel += 1
-        names = [_mpl_text(f"{n}. {r.get('segment', '')}") for n, r in oars]
-        colours = [dose_to_rgb(_float(r.get("predicted_gy_per_gbq")) or math.nan) for _, r in oars]
-        if scale_cumulative is not None:
-            values = [
-                _float(r.get("predicted_gy_cumulative"))
-                or scaled(r, "predicted_gy_per_gbq", scale_cumulative)
-                for _, r in oars
-            ]
-            per_cycle = [
-                _float(r.get("predicted_gy")) or scaled(r, "predicted_gy_per_gbq", scale_cycle)
-                for _, r in oars
-            ]
-            scale, unit = scale_cumulative, "Gy"
-            ax.set_xlabel(
-                f"Predicted absorbed dose (Gy), cumulative over {cycles} cycles of {activity:.3g} GBq; "
-                f"◇ = per cycle",
-                fontsize=9,
-            )
-        else:
-            values = [_float(r.get("predicted_gy_per_gbq")) for _, r in oars]
-            per_cycle = None
-            scale, unit = 1.0, "Gy/GBq"
-            ax.set_xlabel(
-                "Predicted absorbed dose per injected activity (Gy/GBq); planned activity unknown", fontsize=9
-            )
-        values_plot = [v if v is not None else 0.0 for v in values]
-        bounds = {
-            key: [scaled(r, key, scale) for _, r in oars]
-            for key in (
-                "interval_80_low_gy_per_gbq",
-                "interval_80_high_gy_per_gbq",
-                "interval_90_low_gy_per_gbq",
-                "interval_90_high_gy_per_gbq",
-            )
-        }
-        _bar_panel(
-            ax,
-            names,
-            values_plot,
-            bounds["interval_80_low_gy_per_gbq"],
-            bounds["interval_80_high_gy_per_gbq"],
-            bounds["interval_90_low_gy_per_gbq"],
-            bounds["interval_90_high_gy_per_gbq"],
-            colours,
-            per_cycle=per_cycle,
-        )
-        x_max = max(
-            [v for v in values_plot] + [b for b in bounds["interval_90_high_gy_per_gbq"] if b] + [0.0]
-        )
-        drawn_limits = []
-        if unit == "Gy":
-            for limit in DOSE_LIMITS:
-                idx = [
-                    i
-                    for i, (_, r) in enumerate(oars)
-                    if _structure_key(r.get("structure_type")) == limit.structure_type
-                ]
-                if not idx:
-                    continue
-                ax.plot(
-                    [limit.value, limit.value],
-                    [min(idx) - 0.45, max(idx) + 0.45],
-                    color="#c0392b",
-                    lw=1.8,
-                    ls="--",
-                    zorder=5,
-                )
-                ax.annotate(
-                    limit.label,
-                    xy=(limit.value, min(idx) - 0.45),
-                    xytext=(3, -2),
-                    textcoords="offset points",
-                    fontsize=7.5,
-                    color="#c0392b",
-                    va="top",
-                    annotation_clip=False,
-                )
-                x_max = max(x_max, limit.value)
-                drawn_limits.append(limit)
-        ax.set_xlim(0, x_max * 1.35 if x_max > 0 else 1.0)
-        ax.set_title("Organs at risk", fontsize=10, loc="left")
-        handles = [
-            Line2D([], [], color="black", lw=3.2, label="80 % interval"),
-            Line2D([], [], color="black", lw=1.0, label="90 % interval"),
-        ]
-        if per_cycle is not None:
-            handles.append(
-                Line2D([], [], ls="none", marker="D", ms=5, mfc="white", mec="black", label="per cycle")
-            )
-        if drawn_limits:
-            handles.append(
-                Line2D(
-                    [], [], color="#c0392b", lw=1.8, ls="--", label="reference limit (external-beam-derived)"
-                )
-            )
-        ax.legend(
-            handles=handles,
-            fontsize=7.5,
-            loc="lower right",
-            bbox_to_anchor=(1.0, 1.0),
-            ncol=len(handles),
-            frameon=False,
-            borderaxespad=0.2,
-            handlelength=1.8,
-            columnspacing=1.0,
-        )
-        caption_parts.append(
-            "Organs at risk: predicted cumulative absorbed dose over the planned cycles (bars), 80 % and "
-            "90 % prediction intervals (thick and thin whiskers) and dose per cycle (diamonds). "
-            "Dashed lines: reference limits from external-beam radiotherapy (kidney 23 Gy, Fendler; "
-            "parotid 25 Gy mean dose, QUANTEC), not 177Lu-specific thresholds; none is drawn for "
-            "submandibular or lacrimal glands, for which no sourced limit exists."
-            if unit == "Gy"
-            else "Organs at risk: predicted dose per injected activity; the planned activity is unknown, "
-            "so no comparison with cumulative limits is possible."
-        )
-
-    if tumours:
-        ax = axes[panel]
-        panel += 1
-        names = [_mpl_text(f"{n}. {r.get('segment', '')}") for n, r in tumours]
-        values = [_float(r.get("predicted_gy_per_gbq")) for _, r in tumours]
-        colours = [dose_to_rgb(v if v is not None else math.nan) for v in values]
-        keys = (
-            "interval_80_low_gy_per_gbq",
-            "interval_80_high_gy_per_gbq",
-            "interval_90_low_gy_per_gbq",
-            "interval_90_high_gy_per_gbq",
-        )
-        bounds = [[_float(r.get(k)) for _, r in tumours] for k in keys]
-        positive = [v for v in values + bounds[2] + bounds[3] if v is not None and v > 0]
-        low = min(positive + [1.0]) / 1.6
-        high = max(positive + [r.value_gy_per_gbq for r in TUMOUR_DOSE_REFERENCES]) * 1.6
-        values_plot = [v if v is not None and v > 0 else low for v in values]
-        bounds = [[b if b is not None and b > 0 else None for b in col] for col in bounds]
-        ax.set_xscale("log")
-        _bar_panel(ax, names, values_plot, *bounds, colours, left=low)  # log axis: bars start at its edge
-        ax.set_xlim(low, high)
-        for ref in TUMOUR_DOSE_REFERENCES:
-            ax.axvline(ref.value_gy_per_gbq, color="0.35", lw=1.2, ls=":", zorder=5)
-        ax.xaxis.set_major_locator(FixedLocator([t for t in _LOG_TICKS if low <= t <= high]))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
-        ax.xaxis.set_minor_locator(LogLocator(subs=np.arange(2, 10)))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        # The published references are labelled on a top axis, clear of the bars.
-        top = ax.secondary_xaxis("top")
-        top.xaxis.set_major_locator(FixedLocator([r.value_gy_per_gbq for r in TUMOUR_DOSE_REFERENCES]))
-        top.xaxis.set_major_formatter(FixedFormatter([r.short_label for r in TUMOUR_DOSE_REFERENCES]))
-        top.xaxis.set_minor_locator(NullLocator())
-        top.tick_params(labelsize=7.5, colors="0.3", length=3)
-        ax.set_xlabel("Predicted tumour absorbed dose per injected activity (Gy/GBq, log scale)", fontsize=9)
-        ax.set_title(
-            "Tumours (dotted: Volter 2021 mean Gy/GBq of responders / non-responders)",
-            fontsize=10,
-            loc="left",
-        )
-        caption_parts.append(
-            "Tumours: predicted dose per injected activity with 80 %/90 % intervals; dotted lines mark the "
-            "mean tumour doses of responders (10.2 Gy/GBq) and non-responders (4.0 Gy/GBq) reported by "
-            "Volter et al. 2021 — published group means for orientation, not response thresholds."
-        )
-
-    if not oars and not tumours:
-        axes[0].axis("off")
-        axes[0].text(0.5, 0.5, "No predicted segments", ha="center", va="center", fontsize=11)
-        caption_parts.append("No predicted segments.")
-    _save_png(fig, path)
-    return path, " ".join(caption_parts)
+    with atomic_output_file(path, overwrite=True) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 # ------------------------------------------------------------------------------------------------------ HTML
 
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; margin: 0;
-       color: #1d2329; background: #fff; line-height: 1.4; }
-main { max-width: 1200px; margin: 0 auto; padding: 0 1.2em 2em; }
-.banner { background: #b03a2e; color: #fff; font-weight: 600; padding: 0.7em 1.2em; text-align: center;
-          font-size: 1.05em; }
-h1 { font-size: 1.5em; margin: 0.8em 0 0.2em; }
-h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #d5d8dc; padding-bottom: 0.2em; }
-.meta { color: #4d5656; margin: 0.2em 0; }
-table { border-collapse: collapse; font-size: 0.88em; margin: 0.5em 0; }
-th, td { border: 1px solid #d5d8dc; padding: 0.25em 0.5em; vertical-align: top; }
-th { background: #f2f3f4; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-tr.out td { background: #fdf2e9; }
-.swatch { display: inline-block; width: 0.9em; height: 0.9em; border: 1px solid #555; margin-right: 0.35em;
-          vertical-align: -0.1em; }
-.flag { color: #b03a2e; font-weight: 600; }
-.warn li { color: #7e5109; }
-figure { margin: 1em 0; }
-figure img { max-width: 100%; height: auto; border: 1px solid #e5e7e9; }
-figcaption { font-size: 0.88em; color: #4d5656; max-width: 900px; }
-details { margin: 0.6em 0; }
-summary { cursor: pointer; font-weight: 600; }
-pre { background: #f8f9f9; border: 1px solid #e5e7e9; padding: 0.6em; overflow-x: auto; font-size: 0.82em; }
-.small { font-size: 0.85em; color: #4d5656; }
-"""
 
 
 def _limit_status(row: dict, activity: float | None, cycles: int | None) -> tuple[str, bool]:
@@ -703,163 +105,25 @@ def _limit_status(row: dict, activity: float | None, cycles: int | None) -> tupl
     return text + "below", False
 
 
-def _rows_table(rows: list[dict], activity: float | None, cycles: int | None) -> str:
-    activity_text = f"{activity:.3g} GBq" if activity is not None else "planned activity"
-    cycles_text = f"{cycles} cycles" if cycles else "planned cycles"
-    headers = [
-        "#",
-        "Segment",
-        "Type",
-        "Volume (mL)",
-        "SUV<sub>mean</sub>",
-        "SUV<sub>max</sub>",
-        "Predicted dose (Gy/GBq)",
-        "80 % interval (Gy/GBq)",
-        "90 % interval (Gy/GBq)",
-        f"Per cycle (Gy) at {_esc(activity_text)}",
-        f"Cumulative (Gy) over {_esc(cycles_text)}",
-        "Reference limit (cumulative)",
-        "In model domain",
-        "Warnings",
-    ]
-    out = [
-        "<table class='doses'>",
-        "<thead><tr>" + "".join(f"<th>{h}</th>" for h in headers) + "</tr></thead>",
-        "<tbody>",
-    ]
-    for number, row in enumerate(rows, start=1):
+def _display_rows(rows: list[dict], activity: float | None, cycles: int | None) -> list[dict]:
+    """The dose table's cells as text (the template lays them out and escapes them)."""
+    shown = []
+    for row in rows:
         dose = _float(row.get("predicted_gy_per_gbq"))
-        colour = to_hex(dose_to_rgb(dose if dose is not None else math.nan))
         status, flagged = _limit_status(row, activity, cycles)
-        in_domain = row.get("in_domain")
-        interval_80 = _fmt_interval(
-            row.get("interval_80_low_gy_per_gbq"), row.get("interval_80_high_gy_per_gbq")
-        )
-        interval_90 = _fmt_interval(
-            row.get("interval_90_low_gy_per_gbq"), row.get("interval_90_high_gy_per_gbq")
-        )
-        domain_text = (
-            "yes" if in_domain is True else ("<span class='flag'>no</span>" if in_domain is False else "–")
-        )
-        cells = [
-            f"<td class='num'>{number}</td>",
-            f"<td>{_esc(row.get('segment', ''))}</td>",
-            f"<td>{_esc(_structure_key(row.get('structure_type')))}</td>",
-            f"<td class='num'>{_fmt(row.get('volume_ml'))}</td>",
-            f"<td class='num'>{_fmt(row.get('suv_mean'))}</td>",
-            f"<td class='num'>{_fmt(row.get('suv_max'))}</td>",
-            f"<td class='num'><span class='swatch' style='background:{colour}'></span>{_fmt(dose)}</td>",
-            f"<td class='num'>{interval_80}</td>",
-            f"<td class='num'>{interval_90}</td>",
-            f"<td class='num'>{_fmt(row.get('predicted_gy'))}</td>",
-            f"<td class='num'>{_fmt(row.get('predicted_gy_cumulative'))}</td>",
-            f"<td{' class=flag' if flagged else ''}>{_esc(status)}</td>",
-            f"<td>{domain_text}</td>",
-            f"<td>{_esc(row.get('warnings') or '')}</td>",
-        ]
-        out.append(f"<tr{' class=out' if flagged else ''}>" + "".join(cells) + "</tr>")
-    out.append("</tbody></table>")
-    return "\n".join(out)
+        shown.append({
+            "segment": str(row.get("segment", "")), "type": _structure_key(row.get("structure_type")),
+            "volume": _fmt(row.get("volume_ml")), "suv_mean": _fmt(row.get("suv_mean")),
+            "suv_max": _fmt(row.get("suv_max")), "colour": to_hex(dose_to_rgb(dose if dose is not None else math.nan)),
+            "dose": _fmt(dose),
+            "interval_80": _fmt_interval(row.get("interval_80_low_gy_per_gbq"), row.get("interval_80_high_gy_per_gbq")),
+            "interval_90": _fmt_interval(row.get("interval_90_low_gy_per_gbq"), row.get("interval_90_high_gy_per_gbq")),
+            "per_cycle": _fmt(row.get("predicted_gy")), "cumulative": _fmt(row.get("predicted_gy_cumulative")),
+            "status": status, "flagged": flagged, "in_domain": row.get("in_domain"),
+            "warnings": str(row.get("warnings") or "")})
+    return shown
 
 
-def _percent(value) -> str:
-    number = _float(value)
-    return "–" if number is None else f"{100 * number:.1f} %"
-
-
-def _model_card_html(model_card: dict) -> str:
-    card = model_card or {}
-    sha = str(card.get("sha256") or "")
-    sha_short = (sha[:12] + "…" if len(sha) > 12 else sha) or "–"
-    trained_on = card.get("trained_on") or "not recorded"
-    measured_on = card.get("metrics_measured_on") or (
-        f"patient-grouped cross-validation on the training cohort ({trained_on})"
-    )
-    parts = [
-        "<table class='card'><tbody>",
-        f"<tr><th>Model</th><td>{_esc(card.get('model_id') or 'unknown')}</td></tr>",
-        f"<tr><th>sha256</th><td title='{_esc(sha)}'><code>{_esc(sha_short)}</code></td></tr>",
-        f"<tr><th>Intended use</th><td>{_esc(card.get('intended_use') or 'not recorded')}</td></tr>",
-        f"<tr><th>Trained on</th><td>{_esc(trained_on)}</td></tr>",
-        "</tbody></table>",
-    ]
-    metrics = card.get("metrics") if isinstance(card.get("metrics"), dict) else {}
-    if metrics:
-        has_oracle = any(isinstance(m, dict) and "oracle_mape" in m for m in metrics.values())
-        has_cov = any(
-            isinstance(m, dict) and ("coverage_80" in m or "coverage_90" in m) for m in metrics.values()
-        )
-        headers = [
-            "Model group",
-            "n (structures)",
-            "MAPE",
-            "Baseline MAPE (population mean)",
-            "Physics baseline MAPE",
-            "MAE (Gy/GBq)",
-            "R²",
-        ]
-        if has_cov:
-            headers += ["80 % interval coverage", "90 % interval coverage"]
-        if has_oracle:
-            headers.append("Oracle MAPE")
-        parts.append(
-            f"<p class='small'>Accuracy measured on: {_esc(measured_on)}. MAPE = mean absolute "
-            f"percentage error of the predicted Gy/GBq against the reference dosimetry.</p>"
-        )
-        parts.append(
-            "<table class='metrics'><thead><tr>"
-            + "".join(f"<th>{h}</th>" for h in headers)
-            + "</tr></thead><tbody>"
-        )
-        for group, m in metrics.items():
-            m = m if isinstance(m, dict) else {}
-            n = m.get("n")
-            cells = [
-                f"<td>{_esc(group)}</td>",
-                f"<td class='num'>{_esc(n if n is not None else '–')}</td>",
-                f"<td class='num'>{_percent(m.get('mape'))}</td>",
-                f"<td class='num'>{_percent(m.get('baseline_mape'))}</td>",
-                f"<td class='num'>{_percent(m.get('physics_mape'))}</td>",
-                f"<td class='num'>{_fmt(m.get('mae_gy_per_gbq'))}</td>",
-                f"<td class='num'>{_fmt(m.get('r2'), 2)}</td>",
-            ]
-            if has_cov:
-                cells += [
-                    f"<td class='num'>{_percent(m.get('coverage_80'))}</td>",
-                    f"<td class='num'>{_percent(m.get('coverage_90'))}</td>",
-                ]
-            if has_oracle:
-                cells.append(f"<td class='num'>{_percent(m.get('oracle_mape'))}</td>")
-            parts.append("<tr>" + "".join(cells) + "</tr>")
-        parts.append("</tbody></table>")
-    else:
-        parts.append("<p class='small'>No accuracy metrics recorded in the model card.</p>")
-    features = card.get("features") if isinstance(card.get("features"), dict) else {}
-    if features:
-        parts.append("<details><summary>Features per model group</summary><ul>")
-        for group, names in features.items():
-            names = names if isinstance(names, (list, tuple)) else [names]
-            parts.append(f"<li><b>{_esc(group)}</b> ({len(names)}): {_esc(', '.join(map(str, names)))}</li>")
-        parts.append("</ul></details>")
-    return "\n".join(parts)
-
-
-def _references_html() -> str:
-    items = [
-        f"<li><b>{_esc(limit.structure_type)}</b>: {limit.value:g} {_esc(limit.unit)} "
-        f"({_esc(limit.basis)}). {_esc(limit.source)}</li>"
-        for limit in DOSE_LIMITS
-    ]
-    items += [f"<li><b>tumour</b>: {_esc(ref.source)}</li>" for ref in TUMOUR_DOSE_REFERENCES]
-    items.append("<li><b>submandibular, lacrimal</b>: no sourced dose limit; none is shown.</li>")
-    return "<ul class='small'>" + "\n".join(items) + "</ul>"
-
-
-def _clinical_html(clinical: dict) -> str:
-    if not clinical:
-        return "<p class='small'>No clinical data.</p>"
-    rows = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in sorted(clinical.items()))
-    return f"<table><tbody>{rows}</tbody></table>"
 
 
 def write_report(
@@ -908,81 +172,28 @@ def write_report(
             all_warnings.append(f"{row.get('segment', '')}: {row['warnings']}")
         if row.get("in_domain") is False:
             all_warnings.append(f"{row.get('segment', '')}: outside the model's training domain")
-    warnings_html = (
-        "<ul class='warn'>" + "".join(f"<li>{_esc(w)}</li>" for w in all_warnings) + "</ul>"
-        if all_warnings
-        else "<p>None.</p>"
-    )
+    from markupsafe import Markup
+
+    from .modelcard import summarize
 
     card = model_card or {}
-    activity_text = f"{activity:.3g} GBq per cycle" if activity is not None else "not given"
-    cycles_text = str(cycles) if cycles else "not given"
-    total_text = f" (total {activity * cycles:.3g} GBq)" if activity is not None and cycles else ""
-    provenance_json = json.dumps(provenance or {}, indent=2, sort_keys=True, default=str)
-    title = f"PSMADosePredict report — {case_id}"
-
-    document = f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_esc(title)}</title>
-<style>{_CSS}</style>
-</head>
-<body>
-<div class="banner" role="alert">{_esc(BANNER_TEXT)}</div>
-<main>
-<h1>Predicted 177Lu-PSMA absorbed doses</h1>
-<p class="meta">Case: <b>{_esc(case_id)}</b></p>
-<p class="meta">Planned activity: <b>{_esc(activity_text)}</b>; planned cycles: <b>{_esc(cycles_text)}</b>
-{_esc(total_text)}; PET tracer: {_esc(clinical.get("pet_tracer", "not given"))};
-model: {_esc(card.get("model_id") or "unknown")}</p>
-
-<h2>Predicted doses</h2>
-<p class="small">Doses are predicted before therapy from the PSMA PET and clinical data, as mean absorbed
-dose per injected activity of 177Lu-PSMA at cycle 1 (Gy/GBq); per-cycle and cumulative doses scale this by
-the planned activity and number of cycles (assuming the same dose per GBq in every cycle). Intervals are
-split-conformal prediction intervals, calibrated per structure type (tumours per volume tercile) on
-patient-grouped cross-validation residuals of the model's training cohort: they hold for patients like the
-training data, not for a segment flagged outside the model's domain. {_esc(colormap_description())}</p>
-{_rows_table(rows, activity, cycles)}
-{planning_html(planning)}
-{explanations_html(explanations)}
-
-<h2>Warnings</h2>
-{warnings_html}
-
-<h2>Figures</h2>
-<figure>
-<img src="{MIP_FIGURE_FILENAME}" alt="Coronal PET maximum-intensity projection with dose-coloured segments">
-<figcaption>{_esc(mip_caption)}</figcaption>
-</figure>
-<figure>
-<img src="{DOSE_LIMITS_FIGURE_FILENAME}" alt="Predicted doses against reference limits">
-<figcaption>{_esc(limits_caption)} Bars are drawn in their dose colour.</figcaption>
-</figure>
-<figure>
-<img src="{LEGEND_FILENAME}" alt="Dose colour legend, 0.1 to 30 Gy/GBq, log scale">
-<figcaption>{_esc(colormap_description())}</figcaption>
-</figure>
-
-<h2>Reference limits and published doses</h2>
-{_references_html()}
-
-<h2>Model card</h2>
-{_model_card_html(card)}
-
-<h2>Inputs and provenance</h2>
-<details><summary>Clinical data (clinical.json)</summary>
-{_clinical_html(clinical)}
-</details>
-<details><summary>Provenance</summary>
-<pre>{_esc(provenance_json)}</pre>
-</details>
-</main>
-</body>
-</html>
-"""
+    features = card.get("features") if isinstance(card.get("features"), dict) else {}
+    document = render(
+        "prediction.html.j2", title=f"PSMADosePredict report — {case_id}", case_id=case_id,
+        activity_text=f"{activity:.3g} GBq per cycle" if activity is not None else "not given",
+        cycles_text=str(cycles) if cycles else "not given",
+        total_text=f" (total {activity * cycles:.3g} GBq)" if activity is not None and cycles else "",
+        activity_short=f"{activity:.3g} GBq" if activity is not None else "planned activity",
+        cycles_short=f"{cycles} cycles" if cycles else "planned cycles",
+        tracer=clinical.get("pet_tracer", "not given"), card=summarize(card), colormap=colormap_description(),
+        rows=_display_rows(rows, activity, cycles),
+        planning_section=Markup(planning_html(planning)),  # built (and escaped) by psmadose.planning
+        explanations_section=Markup(explanations_html(explanations)),  # built (and escaped) by psmadose.explain
+        warnings=all_warnings, mip_file=MIP_FIGURE_FILENAME, mip_caption=mip_caption,
+        limits_file=DOSE_LIMITS_FIGURE_FILENAME, limits_caption=limits_caption, legend_file=LEGEND_FILENAME,
+        dose_limits=DOSE_LIMITS, tumour_references=TUMOUR_DOSE_REFERENCES,
+        features={str(g): [str(n) for n in (v if isinstance(v, (list, tuple)) else [v])] for g, v in features.items()},
+        clinical=clinical, provenance_json=json.dumps(provenance or {}, indent=2, sort_keys=True, default=str))
     report_path = out_dir / REPORT_FILENAME
     _atomic_write_text(report_path, document)
     logger.info("wrote report %s", report_path)

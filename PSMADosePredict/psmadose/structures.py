@@ -35,6 +35,8 @@ _MODEL_GROUP = {
 }
 
 MODEL_GROUPS = ("tumour", "kidney", "salivary")
+# The structure types each dose model predicts: the one definition (model, training, calibration, reports).
+GROUP_STRUCTURE_TYPES = {group: tuple(t.value for t, g in _MODEL_GROUP.items() if g == group) for group in MODEL_GROUPS}
 
 # Order matters: the first pattern that matches the start of the lower-case name wins.
 _NAME_RULES: tuple[tuple[re.Pattern, StructureType], ...] = (

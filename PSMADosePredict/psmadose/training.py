@@ -194,6 +194,8 @@ def train_models(table: pd.DataFrame, *, n_splits: int = 5, candidates=CANDIDATE
                                              "margin); Mahalanobis distance per structure type below the 99th "
                                              "percentile of held-out training patients; see psmadose.domain"},
         "library_versions": library_versions(),
+        "name": "psmadose-model",  # train_command names the model and describes the cohort
+        "trained_on": {"n_patients": int(table["case_id"].nunique()), "data": "a feature table (cohort not described)"},
     }
     return model_set, card
 

@@ -425,7 +425,9 @@ def test_foreign_file_as_model(pristine_case, tmp_path, cli):
     payload = b"this is not a model\n"
     (model / MODEL_FILE).write_bytes(payload)
     digest = hashlib.sha256(payload).hexdigest()
-    write_card(model, {"model_id": f"foreign-{digest[:12]}", "sha256": digest})  # a card in psmadose's format
+    card = json.loads((bundled_model_dir() / CARD_FILE).read_text(encoding="utf-8"))
+    card.update(model_id=f"foreign-{digest[:12]}", sha256=digest)
+    write_card(model, card)  # a card in psmadose's format: the archive checks behind it must hold
     result, parent = _predict_with_model(pristine_case, tmp_path, cli, model, "--trust-model")
     assert_bad_input(result, "skops", parent)
 

@@ -18,15 +18,14 @@ from psmadose.dose_colors import (
     dose_to_rgb,
     write_legend_png,
 )
+from psmadose.dose_references import DOSE_LIMITS, dose_limit_for
 from psmadose.report import (
     BANNER_TEXT,
-    DOSE_LIMITS,
     DOSE_LIMITS_FIGURE_FILENAME,
     LEGEND_FILENAME,
     MAX_PNG_BYTES,
     MIP_FIGURE_FILENAME,
     REPORT_FILENAME,
-    dose_limit_for,
     write_report,
 )
 

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+# Slow tier (CI runs it: pytest -m slow): trains per centre (~40 s).
+pytestmark = pytest.mark.slow
+
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "external_validation.py"
 
 

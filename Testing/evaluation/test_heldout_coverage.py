@@ -14,6 +14,9 @@ from psmadose.metrics import coverage
 from psmadose.modelfile import load_model
 from psmadose.simulate.cohort import simulate_cohort
 
+# Slow tier (CI runs it: pytest -m slow): simulates and measures a held-out cohort (~2 min).
+pytestmark = pytest.mark.slow
+
 FRESH_SEED = 5150
 N_PATIENTS = 150
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from psmadose.dose_references import TUMOUR_DOSE_REFERENCES
 from psmadose.planning import planning_html, planning_summary
-from psmadose.report import TUMOUR_DOSE_REFERENCES
 
 
 def _row(segment, structure_type, volume_ml, gy_per_gbq, low80, high80, low90=None, high90=None):

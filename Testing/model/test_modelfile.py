@@ -68,11 +68,13 @@ def _with_card(directory, data: bytes):
     gets past the card checks, so the defences behind them are what these tests exercise."""
     import hashlib
 
-    from psmadose.modelfile import write_card
+    from psmadose.modelfile import bundled_model_dir, write_card
 
     (directory / MODEL_FILE).write_bytes(data)
     digest = hashlib.sha256(data).hexdigest()
-    write_card(directory, {"sha256": digest, "model_id": f"forged-{digest[:12]}"})
+    card = json.loads((bundled_model_dir() / CARD_FILE).read_text(encoding="utf-8"))
+    card.update(sha256=digest, model_id=f"forged-{digest[:12]}")
+    write_card(directory, card)
     return directory
 
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from psmadose.case import read_case
 from psmadose.dose_colors import dose_to_rgb
+from psmadose.dose_references import dose_limit_for
 from psmadose.errors import CancelledError, InputError
 from psmadose.modelfile import load_model
 from psmadose.predict import REFERENCE_ORGAN_COLOR, predict_case
-from psmadose.report import dose_limit_for
 from PSMADosePredictLib import RESULT_COLUMNS, DosePredictLogic, caseFromNodes
 from PSMADosePredictLib.convert import segmentIdByName
 from PSMADosePredictLib.results import LEGEND_DOSES_GY_PER_GBQ, PREDICTED_TYPE_TAG

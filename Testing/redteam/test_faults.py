@@ -63,6 +63,17 @@ def _wait_for(condition, timeout: float = 120.0) -> None:
         time.sleep(0.05)
 
 
+def _catches(pid: int, signum: int) -> bool:
+    """Whether the process has installed a handler for ``signum`` yet (SigCgt in /proc/PID/status)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except OSError:
+        pass
+    return False
+
+
 def _tmp_exists(parent: Path):
     return lambda: any(".tmp-" in p.name for p in parent.iterdir())
 
@@ -71,7 +82,7 @@ def _tmp_exists(parent: Path):
 def folder(demo_case, tmp_path):
     shutil.copytree(demo_case, tmp_path / "case")
     cohort = tmp_path / "cohort"
-    for name in ("vp001", "vp002", "vp003"):
+    for name in ("vp001", "vp002", "vp003", "vp004", "vp005", "vp006"):
         shutil.copytree(demo_case, cohort / name)
     (tmp_path / "notes.txt").write_text("years of work\n")
     return tmp_path
@@ -79,13 +90,13 @@ def folder(demo_case, tmp_path):
 
 COMMANDS = {
     "predict": lambda f: ["predict", f / "case", "--out", f / "out"],
-    "simulate": lambda f: ["simulate", "--out", f / "out", "--preset", "demo", "--patients", "6", "--workers", "2"],
+    "simulate": lambda f: ["simulate", "--out", f / "out", "--preset", "demo", "--patients", "16", "--workers", "2"],
     "batch": lambda f: ["batch", f / "cohort", "--out", f / "out", "--workers", "2"],
     "evaluate": lambda f: ["evaluate", f / "cohort", "--out", f / "out", "--workers", "2"],
     "demo": lambda f: ["demo", "--out", f / "out"],
 }
-SIGNALS = [("predict", signal.SIGTERM, 1.0), ("predict", signal.SIGINT, 2.5), ("predict", signal.SIGHUP, 0.5),
-           ("simulate", signal.SIGTERM, "tmp"), ("simulate", signal.SIGTERM, "tmp+1.5"),
+SIGNALS = [("predict", signal.SIGTERM, 1.0), ("predict", signal.SIGINT, 1.5), ("predict", signal.SIGHUP, 0.5),
+           ("simulate", signal.SIGTERM, "tmp"), ("simulate", signal.SIGTERM, "tmp+1"),
            ("simulate", signal.SIGINT, "tmp+0.5"), ("batch", signal.SIGTERM, "tmp"),
            ("batch", signal.SIGTERM, "tmp+2"), ("evaluate", signal.SIGTERM, "tmp+1"),
            ("demo", signal.SIGTERM, "tmp"), ("demo", signal.SIGTERM, "tmp+2")]
@@ -96,7 +107,8 @@ SIGNALS = [("predict", signal.SIGTERM, 1.0), ("predict", signal.SIGINT, 2.5), ("
 def test_signal_leaves_nothing_behind(folder, command, signum, moment):
     before = tree(folder)
     process = _start(*COMMANDS[command](folder), cwd=folder)
-    if isinstance(moment, float):
+    if isinstance(moment, float):  # seconds after the command is listening for signals (a signal before that
+        _wait_for(lambda: _catches(process.pid, signum))  # is the interpreter's default: killed, nothing to clean)
         time.sleep(moment)
     else:  # "tmp[+s]": once the command is writing its temporary output, plus s seconds
         _wait_for(_tmp_exists(folder))

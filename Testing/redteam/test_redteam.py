@@ -114,18 +114,21 @@ def _rewrite_segments(edit):
     return mutate
 
 
+def _write_first_name(case: Path, raw: bytes) -> None:
+    """Put raw bytes as the first segment's name into the .seg.nrrd header, as another program might."""
+    path = case / "segmentation.seg.nrrd"
+    data = path.read_bytes()
+    end = data.index(b"\n\n")
+    header = data[:end].split(b"\n")
+    for n, line in enumerate(header):
+        if line.startswith(b"Segment0_Name:="):
+            header[n] = b"Segment0_Name:=" + raw
+    path.write_bytes(b"\n".join(header) + data[end:])
+
+
 def _rename_first(name: str):
-    """Write the name into the .seg.nrrd header as another program would (our writer refuses such names)."""
-    def mutate(case: Path):
-        path = case / "segmentation.seg.nrrd"
-        data = path.read_bytes()
-        end = data.index(b"\n\n")
-        header = data[:end].split(b"\n")
-        for n, line in enumerate(header):
-            if line.startswith(b"Segment0_Name:="):
-                header[n] = b"Segment0_Name:=" + name.encode("utf-8")
-        path.write_bytes(b"\n".join(header) + data[end:])
-    return mutate
+    """A name written as UTF-8 by another program (our writer refuses such names)."""
+    return lambda case: _write_first_name(case, name.encode("utf-8"))
 
 
 def _empty_first(segments):
@@ -322,14 +325,7 @@ def _segmentation_elsewhere(case: Path):
 
 
 def _rename_latin1(case: Path):
-    path = case / "segmentation.seg.nrrd"
-    data = path.read_bytes()
-    end = data.index(b"\n\n")
-    header = data[:end].split(b"\n")
-    for n, line in enumerate(header):
-        if line.startswith(b"Segment0_Name:="):
-            header[n] = "Segment0_Name:=kidney_ß".encode("latin-1")
-    path.write_bytes(b"\n".join(header) + data[end:])
+    _write_first_name(case, "kidney_ß".encode("latin-1"))
 
 
 def assert_refused(result, keyword: str, before: dict, root: Path) -> None:

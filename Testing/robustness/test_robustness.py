@@ -52,6 +52,7 @@ def test_phantom_keeps_textbook_means_under_every_texture():
     assert len({r.label for r in RENDERINGS}) == len(RENDERINGS)
 
 
+@pytest.mark.slow  # ~40 s: simulates, re-renders and predicts; CI runs the slow tier
 def test_robustness_command_on_one_held_out_patient(cli, tmp_path):
     out = tmp_path / "robustness"
     result = cli("robustness", "--patients", "1", "--workers", "1", "--out", out)

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import spearmanr
 
+from ..structures import GROUP_STRUCTURE_TYPES
 from .patient import sample_patient
 
-GROUPS = {"tumour": ("tumour",), "kidney": ("kidney",), "salivary": ("parotid", "submandibular", "lacrimal")}
+GROUPS = GROUP_STRUCTURE_TYPES
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..clinical import TRACERS  # noqa: E402  (one list of tracers)
 from ..lu177 import decay_data, self_dose_gy, time_integrated_activity_mono_exp
 from .parameters import TRACER_RELATIVE_UPTAKE, TRACER_UPTAKE_TIME_MIN, P
 
-TRACERS = ("18F-DCFPyL", "18F-PSMA-1007", "68Ga-PSMA-11")
 TISSUE_DENSITY_G_PER_ML = 1.04  # ICRU 44 soft tissue
 REFERENCE_WEIGHT_KG = 82.0
 REFERENCE_TTV_ML = 40.0
