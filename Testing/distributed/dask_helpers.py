@@ -110,7 +110,8 @@ def dask_cluster(logdir: Path, n_workers: int = 2):
 
 
 NRRD_DATE = re.compile(rb"^# on \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\(GMT\)\.$", re.MULTILINE)
-CREATED = re.compile(rb"(\"|&quot;)created_utc(\"|&quot;): (\"|&quot;)[0-9T:+-]+(\"|&quot;)")
+Q = rb"(?:\"|&quot;|&#34;)"  # a double quote, raw or HTML-escaped
+CREATED = re.compile(Q + rb"created_utc" + Q + rb": " + Q + rb"[0-9T:+-]+" + Q)
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
