@@ -41,17 +41,18 @@ def main() -> None:
         times = []
         for _ in range(args.repeat):
             start = time.perf_counter()
-            write_suv(read_pet_suv(tmp / "pet"), tmp / "SUV.nrrd")
+            write_suv(read_pet_suv(tmp / "pet"), tmp / "SUV.nrrd", overwrite=True)
             times.append(time.perf_counter() - start)
         (tmp / "SUV.nrrd").unlink()
         start = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "psmadose.cli", "suv", str(tmp / "pet"), "--out",
-                               str(tmp / "SUV.nrrd")], capture_output=True, text=True, env=dict(os.environ))
+                               str(tmp / "SUV.nrrd"), "--overwrite"], capture_output=True, text=True,
+                              env=dict(os.environ))
         process_s = time.perf_counter() - start
         if done.returncode != 0:
             raise SystemExit(f"psmadose suv failed: {done.stderr}")
         tracemalloc.start()
-        write_suv(read_pet_suv(tmp / "pet"), tmp / "SUV2.nrrd")
+        write_suv(read_pet_suv(tmp / "pet"), tmp / "SUV2.nrrd", overwrite=True)
         peak_mb = tracemalloc.get_traced_memory()[1] / 1e6
         tracemalloc.stop()
     best = min(times)
