@@ -28,7 +28,7 @@ from .dose_references import (
     TUMOUR_TYPE,
     _structure_key,
 )
-from .html import fmt
+from .html import finite_float, fmt
 
 logger = logging.getLogger(__name__)
 
@@ -40,15 +40,7 @@ _LOG_TICKS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
 FIGURE_DPI = 100
 
 
-def _float(value) -> float | None:
-    """A finite float or None."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
+_float = finite_float
 
 
 _fmt = fmt

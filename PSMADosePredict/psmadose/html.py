@@ -10,12 +10,18 @@ from importlib.resources import files
 from . import BANNER
 
 
-def _number(value) -> float | None:
+def finite_float(value) -> float | None:
+    """A finite float, or None for missing, non-numeric, boolean, NaN or infinite values."""
+    if value is None or isinstance(value, bool):
+        return None
     try:
         number = float(value)
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+_number = finite_float
 
 
 def fmt(value, sig: int = 3) -> str:

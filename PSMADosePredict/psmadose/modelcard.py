@@ -8,10 +8,10 @@ held-out cohort (``validation.measured_on``; coverage ``coverage_80``/``coverage
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from .errors import InputError
+from .html import finite_float
 
 _NUMBER = {"type": "number"}
 _GROUP_METRICS = {
@@ -97,14 +97,6 @@ class CardSummary:
     heldout_rows: list[MetricsRow]
 
 
-def _number(value) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
 def _model_of(group: str, selected: dict) -> str:
     """The selected method of a model group, or of the group a structure type belongs to (held-out rows are per
     structure type: parotid is predicted by the salivary model)."""
@@ -125,11 +117,12 @@ def _rows(metrics: dict, selected: dict, cv: bool) -> list[MetricsRow]:
         n = m.get("n")
         rows.append(MetricsRow(
             group=str(group), method=str(m.get("selected") or _model_of(str(group), selected)),
-            n=int(n) if isinstance(n, (int, float)) else None, mape=_number(m.get("mape")),
-            baseline_mape=_number(m.get("baseline_mape")), physics_mape=_number(m.get("physics_mape")),
-            mae_gy_per_gbq=_number(m.get("mae_gy_per_gbq")), r2=_number(m.get("r2")),
-            coverage_80=_number(m.get("coverage_80" + suffix)), coverage_90=_number(m.get("coverage_90" + suffix)),
-            oracle_mape=_number(m.get("oracle_mape"))))
+            n=int(n) if isinstance(n, (int, float)) else None, mape=finite_float(m.get("mape")),
+            baseline_mape=finite_float(m.get("baseline_mape")), physics_mape=finite_float(m.get("physics_mape")),
+            mae_gy_per_gbq=finite_float(m.get("mae_gy_per_gbq")), r2=finite_float(m.get("r2")),
+            coverage_80=finite_float(m.get("coverage_80" + suffix)),
+            coverage_90=finite_float(m.get("coverage_90" + suffix)),
+            oracle_mape=finite_float(m.get("oracle_mape"))))
     return rows
 
 

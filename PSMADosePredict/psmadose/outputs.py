@@ -117,7 +117,6 @@ def _link_new(tmp: Path, out: Path) -> None:
             raise InputError(f"{out}: was written by someone else while this run worked (a concurrent run?); "
                              "choose another name or pass --overwrite") from None
         os.replace(tmp, out)
-        tmp.touch()  # unlinked by the caller
 
 
 def check_output_file(out: Path, overwrite: bool, inputs=()) -> Path:
@@ -154,7 +153,7 @@ def atomic_output_file(out: Path, overwrite: bool = False, inputs=()) -> Iterato
             os.replace(tmp, out)
         else:
             _link_new(tmp, out)
-            tmp.unlink()
+            tmp.unlink(missing_ok=True)  # the hard link (or, without links, nothing) is left
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

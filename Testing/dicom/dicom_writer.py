@@ -169,3 +169,17 @@ def write_series(folder: Path, *, modality: str = "PT", n_slices: int = 12, rows
     return WrittenSeries(folder=folder, values=values, origin=np.asarray(origin, dtype=float)
                          + first * normal, row=row, col=col, normal=normal,
                          pixel_spacing=tuple(pixel_spacing), slice_spacing=slice_spacing, files=files)
+
+
+F18_HALF_LIFE_S = 6586.2  # ICRP-107: 109.77 min
+
+
+def suv_tags(**changes) -> dict:
+    """Series-level tags of a plain Siemens-like BQML PET (F-18, 300 MBq at 08:00, series at 10:00, 80 kg, 1.80 m,
+    male) for ``suv_factors``; a change of None deletes the tag."""
+    tags = {"Units": "BQML", "CorrectedImage": ["ATTN", "DECY"], "DecayCorrection": "START",
+            "RadionuclideHalfLife": F18_HALF_LIFE_S, "RadionuclideTotalDose": 300e6,
+            "RadiopharmaceuticalStartDateTime": "20240105080000", "SeriesDate": "20240105", "SeriesTime": "100000",
+            "PatientWeight": 80.0, "PatientSize": 1.80, "PatientSex": "M"}
+    tags.update(changes)
+    return {k: v for k, v in tags.items() if v is not None}

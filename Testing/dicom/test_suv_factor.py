@@ -9,6 +9,8 @@ test/calculateSuvLbmScalingFactor.test.ts, test/calculateScanTimes.test.ts).
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 from psmadose.dicom.suv import (
@@ -21,16 +23,13 @@ from psmadose.dicom.suv import (
 )
 from psmadose.errors import InputError
 
+sys.path.insert(0, str(Path(__file__).parent))
+from dicom_writer import suv_tags  # noqa: E402
+
 F18_S = 6586.2  # ICRP-107 / radioactivedecay: 109.77 min
 
 
-def base(**changes) -> dict:
-    tags = {"Units": "BQML", "CorrectedImage": ["ATTN", "DECY"], "DecayCorrection": "START",
-            "RadionuclideHalfLife": F18_S, "RadionuclideTotalDose": 300e6,
-            "RadiopharmaceuticalStartDateTime": "20240105080000", "SeriesDate": "20240105", "SeriesTime": "100000",
-            "PatientWeight": 80.0, "PatientSize": 1.80, "PatientSex": "M"}
-    tags.update(changes)
-    return {k: v for k, v in tags.items() if v is not None}
+base = suv_tags
 
 
 def slices(*times: str, date: str = "20240105") -> list[dict]:

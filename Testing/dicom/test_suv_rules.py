@@ -8,23 +8,22 @@ midnight rule and the plausibility limits with their unit recognition.
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 from psmadose.dicom.suv import PET_HALF_LIFE_S, implausible_suv_reason, nuclide_half_life_s, suv_factors
 from psmadose.errors import InputError
+
+sys.path.insert(0, str(Path(__file__).parent))
+from dicom_writer import suv_tags  # noqa: E402
 
 F18_S = 6586.2  # ICRP-107: 109.77 min
 GA68_S = 4062.6  # ICRP-107: 67.71 min
 DECAYED_2H = 300e6 * 2 ** (-7200 / F18_S)  # 300 MBq at 08:00, scan 10:00 (QIBA START)
 
 
-def base(**changes) -> dict:
-    tags = {"Units": "BQML", "CorrectedImage": ["ATTN", "DECY"], "DecayCorrection": "START",
-            "RadionuclideHalfLife": F18_S, "RadionuclideTotalDose": 300e6,
-            "RadiopharmaceuticalStartDateTime": "20240105080000", "SeriesDate": "20240105", "SeriesTime": "100000",
-            "PatientWeight": 80.0, "PatientSize": 1.80, "PatientSex": "M"}
-    tags.update(changes)
-    return {k: v for k, v in tags.items() if v is not None}
+base = suv_tags
 
 
 def one(time: str = "100000") -> list[dict]:
