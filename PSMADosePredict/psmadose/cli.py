@@ -12,6 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
+from . import outputs
 from .errors import CancelledError, InputError, os_error_message
 
 log = logging.getLogger("psmadose")
@@ -470,9 +471,20 @@ def check_stop() -> None:
 _stop_raised: list[bool] = []
 
 
+def _unraisable(unraisable) -> None:
+    """A stop raised while Python ran a finalizer or weakref callback is swallowed there ('Exception ignored
+    in ...'): keep quiet about it; ``check_stop`` (progress, before any output is committed) raises it again."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and _stop_requested:
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def _install_signal_handlers() -> None:
     if threading.current_thread() is not threading.main_thread():
         return
+    sys.unraisablehook = _unraisable
+    if check_stop not in outputs.before_commit:
+        outputs.before_commit.append(check_stop)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup'ed runs keep ignoring SIGHUP
             signal.signal(signum, _on_signal)

@@ -18,6 +18,15 @@ from pathlib import Path
 
 from .errors import InputError
 
+# Called just before an output is committed; a front end registers its pending-stop check here, so a stop
+# whose exception Python swallowed (a signal landing in a finalizer) still discards the output.
+before_commit: list = []
+
+
+def _check_before_commit() -> None:
+    for check in before_commit:
+        check()
+
 MARKER = ".psmadose-output"  # written into every output directory: psmadose replaces only what it wrote
 
 
@@ -78,6 +87,7 @@ def atomic_output_dir(out: Path, overwrite: bool = False, inputs=()) -> Iterator
         (tmp / MARKER).write_text("written by psmadose; --overwrite may replace this folder as a whole\n",
                                   encoding="utf-8")
         yield tmp
+        _check_before_commit()
         _commit_dir(tmp, out, overwrite, inputs)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -149,6 +159,7 @@ def atomic_output_file(out: Path, overwrite: bool = False, inputs=()) -> Iterato
     tmp = Path(tmp_name)
     try:
         yield tmp
+        _check_before_commit()
         if overwrite:
             os.replace(tmp, out)
         else:
