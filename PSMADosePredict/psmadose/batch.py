@@ -64,7 +64,7 @@ def _predict_one(task: tuple[str, str, str | None, bool]) -> dict:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def _lost_case(case_dirs: list[Path]):
+def lost_case(case_dirs: list[Path]):
     """on_error of the executor: a case whose task could not finish (e.g. it killed every worker it ran on)."""
 
     def record(index: int, exc: BaseException) -> dict:
@@ -104,19 +104,19 @@ def run_batch(cases: Path, out: Path, *, model_path: Path | None = None, trust_m
         executor.check_locality(inputs, tmp)
         tasks = [(str(c.absolute()), str(tmp / c.name), str(Path(model_path).absolute()) if model_path else None,
                   trust_model) for c in case_dirs]
-        results = executor.run(_predict_one, tasks, progress=progress, on_error=_lost_case(case_dirs),
+        results = executor.run(_predict_one, tasks, progress=progress, on_error=lost_case(case_dirs),
                                name="predict", names=[c.name for c in case_dirs])
         remove_partials(tmp)
         summary = write_batch_summary(tmp / "batch_summary.csv", results)
     return summary
 
 
-def failure_line(summary: dict, out: Path) -> str:
+def failure_line(summary: dict, out: Path, summary_name: str = "batch_summary.csv", nouns=("case(s)", "cases")) -> str:
     """The one 'error:' line of a batch with failed cases (the successful ones are in ``out``)."""
     first = summary["first_failure"]
     message = " ".join(str(first["message"]).split())[:300]
-    return (f"error: {summary['failed']} of {summary['succeeded'] + summary['failed']} case(s) failed (first: "
-            f"{first['case_id']}: {message}); the others are in {out}; see batch_summary.csv, fix those cases "
+    return (f"error: {summary['failed']} of {summary['succeeded'] + summary['failed']} {nouns[0]} failed (first: "
+            f"{first['case_id']}: {message}); the others are in {out}; see {summary_name}, fix those {nouns[1]} "
             "and rerun them")
 
 

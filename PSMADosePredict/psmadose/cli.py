@@ -298,11 +298,28 @@ def _common_options(parser: argparse.ArgumentParser, *, model: bool, workers: bo
 
 
 def cmd_dosimetry(args) -> int:
+    from .batch import failure_line
     from .dosimetry import Settings, run_dosimetry
+    from .dosimetry.cohort import SUMMARY, is_cohort, list_studies, run_dosimetry_cohort
+    from .dosimetry.study import looks_like_study
 
     settings = Settings(method=args.method, fit=args.fit, register=args.register, fwhm_mm=args.fwhm_mm,
                         recovery=not args.no_recovery, density=args.density, activity_cov=args.activity_cov,
                         spill_correction=args.spill_correction)
+    if is_cohort(args.study):
+        with _Progress("dosimetry") as progress:
+            summary = run_dosimetry_cohort(args.study, args.out, settings, into=args.into, overwrite=args.overwrite,
+                                           workers=args.workers, scheduler=args.scheduler, progress=progress)
+        into = f"; reference doses written into {summary['written_into']} case(s) of {args.into}" if args.into else ""
+        print(f"{summary['succeeded']} study(ies) done, {summary['failed']} failed; see {args.out}/{SUMMARY}{into}")
+        if summary["failed"]:
+            sys.stderr.write(failure_line(summary, args.out, SUMMARY, ("study(ies)", "studies")) + "\n")
+        return 0 if summary["failed"] == 0 else 2
+    if args.workers is not None or args.scheduler is not None:
+        if not looks_like_study(args.study):
+            list_studies(args.study)  # raises: names the layout of a folder of studies
+        raise InputError(f"{args.study}: one study runs in this process; --workers and --scheduler apply to a folder "
+                         "of study folders")
     with _Progress("dosimetry") as progress:
         result = run_dosimetry(args.study, args.out, settings, into=args.into, overwrite=args.overwrite,
                                progress=progress)
@@ -413,7 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     _scheduler_option(p)
     p.set_defaults(func=cmd_batch)
 
-    p = sub.add_parser("dosimetry", help="post-therapy 177Lu dosimetry from quantitative SPECT/CT time points")
+    p = sub.add_parser("dosimetry", help="post-therapy 177Lu dosimetry from quantitative SPECT/CT time points (one "
+                       "STUDY folder, or a folder of study folders: one OUT/<study>/ each)")
     p.add_argument("study", type=Path, metavar="STUDY")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--method", choices=("vsv", "lde", "sphere"), default="vsv",
@@ -421,7 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "sphere S-values for segment doses")
     p.add_argument("--fit", default="auto",
                    help="auto (AICc), mono, bi, trapezoid, hanscheid or madsen (one time point)")
-    p.add_argument("--into", type=Path, default=None, help="also write the reference doses into CASE/doses.csv")
+    p.add_argument("--into", type=Path, default=None, help="also write the reference doses into CASE/doses.csv (for a "
+                   "folder of studies: a cohort; each study into the case folder of the same name)")
+    p.add_argument("--workers", type=int, default=None, help="parallel processes over a folder of studies")
     p.add_argument("--register", action="store_true", help="rigidly register time points to the reference (SimpleITK)")
     p.add_argument("--fwhm-mm", type=_positive_float, default=12.0, help="SPECT resolution for partial-volume "
                    "recovery (default 12 mm)")
@@ -433,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activity-cov", type=_positive_float, default=0.10,
                    help="relative uncertainty of one SPECT activity (default 0.10)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (and CASE/doses.csv)")
+    _scheduler_option(p)
     p.set_defaults(func=cmd_dosimetry)
     return parser
 

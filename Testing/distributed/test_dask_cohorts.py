@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from dask_helpers import run_cli, tree_bytes
@@ -68,6 +69,27 @@ def test_features_of_a_cohort_on_cluster_match_local_processes(cluster, small_co
     rows = (tmp_path / "vp002.csv").read_bytes().splitlines()
     assert rows[0] == data.splitlines()[0]
     assert all(row in data.splitlines() for row in rows[1:])
+
+
+def test_dosimetry_of_studies_on_cluster_matches_local_processes(cluster, tmp_path):
+    """Post-therapy studies (the analytic sphere phantoms of Testing/dosimetry): doses, dose maps, DVHs and the
+    summaries from the cluster are the local run's, byte for byte."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "dosimetry"))
+    from phantoms import write_study
+
+    studies = tmp_path / "studies"
+    for index, name in enumerate(("pt_a", "pt_b", "pt_c")):
+        write_study(studies / name, activity_gbq=6.0 + index)
+    local = run_cli("dosimetry", studies, "--out", tmp_path / "local", "--workers", "1", "--method", "lde")
+    assert local.returncode == 0, local.stderr
+    remote = run_cli("dosimetry", studies, "--out", tmp_path / "dask", "--method", "lde", "--scheduler",
+                     cluster.address)
+    assert remote.returncode == 0, remote.stderr
+    assert "3 study(ies) done, 0 failed" in remote.stdout
+    serial, distributed = tree_bytes(tmp_path / "local"), tree_bytes(tmp_path / "dask")
+    compared = [n for n in serial if n.endswith((".csv", ".nrrd"))]
+    assert len(compared) == 3 * 3 + 2 and sorted(serial) == sorted(distributed)
+    assert [n for n in compared if serial[n] != distributed[n]] == []
 
 
 @pytest.mark.slow

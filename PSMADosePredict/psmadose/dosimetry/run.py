@@ -488,48 +488,66 @@ def provenance(result: DosimetryResult) -> dict:
     }
 
 
+def write_outputs(result: DosimetryResult, folder: Path) -> None:
+    """doses.csv, dvh.csv, dvh.png, dose_map_gy.nrrd, tacs/*.png, dosimetry.json and report.html into ``folder``."""
+    from ..images import write_image
+    from ..outputs import csv_cell, write_csv_table
+    from .report import write_dvh_plot, write_report, write_tac_plots
+
+    table = doses_table(result)
+    write_csv_table(table, folder / "doses.csv")
+    dvh = dvh_table(result)
+    dvh.columns = [csv_cell(c) for c in dvh.columns]  # segment names are the header here
+    write_csv_table(dvh, folder / "dvh.csv")
+    image = sitk.GetImageFromArray(result.dose)
+    image.CopyInformation(result.reference)
+    write_image(image, folder / "dose_map_gy.nrrd")
+    plots = write_tac_plots(result, folder)
+    record = provenance(result)
+    record["tac_plots"] = plots
+    (folder / "dosimetry.json").write_text(json.dumps(record, indent=1, default=float) + "\n", encoding="utf-8")
+    write_report(result, table, plots, folder / "report.html", write_dvh_plot(result, folder))
+
+
+def reference_doses(result: DosimetryResult) -> dict[str, float]:
+    """Gy/GBq per segment, as a case's doses.csv holds them (segments without a positive finite dose left out)."""
+    return {s.name: s.absorbed_dose_gy / result.study.activity_gbq for s in result.segments
+            if math.isfinite(s.absorbed_dose_gy) and s.absorbed_dose_gy > 0}
+
+
+def write_into_case(doses: dict[str, float], case_dir: Path, overwrite: bool) -> None:
+    """The reference doses as ``case_dir/doses.csv`` (atomic; an existing file only with ``overwrite``)."""
+    from ..case import write_doses
+    from ..outputs import atomic_output_file
+
+    with atomic_output_file(Path(case_dir) / "doses.csv", overwrite) as target:
+        write_doses(target, doses)
+
+
+def check_into(into: Path, overwrite: bool) -> Path:
+    from ..outputs import check_output_file
+
+    into = Path(into)
+    if not into.is_dir():
+        raise InputError(f"--into {into}: not a case directory; give an existing case folder")
+    check_output_file(into / "doses.csv", overwrite)
+    return into
+
+
 def run_dosimetry(study_dir: Path, out: Path, settings: Settings | None = None, *, into: Path | None = None,
                   overwrite: bool = False, progress: Progress | None = None) -> DosimetryResult:
     """Compute and write OUT (doses.csv, dvh.csv, dose_map_gy.nrrd, tacs/*.png, report.html, dosimetry.json);
     ``into``: also write the reference doses into that case directory's doses.csv."""
-    from ..images import write_image
-    from ..outputs import (
-        atomic_output_dir,
-        atomic_output_file,
-        check_output_dir,
-        check_output_file,
-        csv_cell,
-        write_csv_table,
-    )
-    from .report import write_dvh_plot, write_report, write_tac_plots
+    from ..outputs import atomic_output_dir, check_output_dir
 
     settings = settings or Settings()
-    check_output_dir(Path(out), overwrite, inputs=(study_dir,) + ((into,) if into else ()))
+    inputs = (study_dir,) + ((into,) if into else ())
+    check_output_dir(Path(out), overwrite, inputs=inputs)
     if into is not None:
-        into = Path(into)
-        if not into.is_dir():
-            raise InputError(f"--into {into}: not a case directory; give an existing case folder")
-        check_output_file(into / "doses.csv", overwrite)
+        into = check_into(into, overwrite)
     result = compute(Path(study_dir), settings, progress)
-    with atomic_output_dir(Path(out), overwrite, inputs=(study_dir,) + ((into,) if into else ())) as tmp:
-        table = doses_table(result)
-        write_csv_table(table, tmp / "doses.csv")
-        dvh = dvh_table(result)
-        dvh.columns = [csv_cell(c) for c in dvh.columns]  # segment names are the header here
-        write_csv_table(dvh, tmp / "dvh.csv")
-        image = sitk.GetImageFromArray(result.dose)
-        image.CopyInformation(result.reference)
-        write_image(image, tmp / "dose_map_gy.nrrd")
-        plots = write_tac_plots(result, tmp)
-        record = provenance(result)
-        record["tac_plots"] = plots
-        (tmp / "dosimetry.json").write_text(json.dumps(record, indent=1, default=float) + "\n", encoding="utf-8")
-        write_report(result, table, plots, tmp / "report.html", write_dvh_plot(result, tmp))
+    with atomic_output_dir(Path(out), overwrite, inputs=inputs) as tmp:
+        write_outputs(result, tmp)
         if into is not None:
-            from ..case import write_doses
-
-            doses = {s.name: s.absorbed_dose_gy / result.study.activity_gbq for s in result.segments
-                     if math.isfinite(s.absorbed_dose_gy) and s.absorbed_dose_gy > 0}
-            with atomic_output_file(into / "doses.csv", overwrite) as target:
-                write_doses(target, doses)
+            write_into_case(reference_doses(result), into, overwrite)
     return result

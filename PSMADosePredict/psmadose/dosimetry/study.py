@@ -194,12 +194,19 @@ def _parse_hours(path: Path) -> tuple[str, float] | None:
     return match.group(1).lower(), float(match.group(2))
 
 
+def looks_like_study(directory: Path) -> bool:
+    """Whether ``directory`` holds at least one time point (spect_<HOURS>h...)."""
+    try:
+        return any(_parse_hours(p) is not None and p.name.lower().startswith("spect") for p in Path(directory).iterdir())
+    except OSError:
+        return False
+
+
 def read_study(directory: Path) -> Study:
     directory = Path(directory)
     if not directory.is_dir():
         raise InputError(f"{directory}: not a directory; give the STUDY folder (spect_<HOURS>h.nrrd files, "
                          "segmentation.seg.nrrd, administration.json)")
-    activity, radiopharmaceutical, admin_source, injection = _administration(directory)
     spects: dict[float, Path] = {}
     cts: dict[float, Path] = {}
     for path in sorted(directory.iterdir()):
@@ -217,6 +224,7 @@ def read_study(directory: Path) -> Study:
     if not spects:
         raise InputError(f"{directory}: no time points; add quantitative SPECT named spect_<HOURS>h.nrrd "
                          "(e.g. spect_24h.nrrd, Bq/mL)")
+    activity, radiopharmaceutical, admin_source, injection = _administration(directory)
     orphan = sorted(set(cts) - set(spects))
     if orphan:
         raise InputError(f"{cts[orphan[0]]}: a CT at {orphan[0]:g} h without a SPECT at that time; rename it to "
