@@ -197,7 +197,7 @@ def _parse_hours(path: Path) -> tuple[str, float] | None:
 def looks_like_study(directory: Path) -> bool:
     """Whether ``directory`` holds at least one time point (spect_<HOURS>h...)."""
     try:
-        return any(_parse_hours(p) is not None and p.name.lower().startswith("spect") for p in Path(directory).iterdir())
+        return any((_parse_hours(p) or ("",))[0] == "spect" for p in Path(directory).iterdir())
     except OSError:
         return False
 
