@@ -12,6 +12,7 @@ and ``packaging``); the widget checks ``Resources/requirements.txt`` without imp
 
 import logging
 import os
+import pathlib
 import sys
 from typing import Annotated
 
@@ -39,9 +40,13 @@ if not sys.path or os.path.normcase(os.path.abspath(sys.path[0])) != os.path.nor
 from PSMADosePredictLib import dependencies  # noqa: E402  (standard library + packaging only)
 from PSMADosePredictLib.parameters import (  # noqa: E402  (no psmadose import)
     CLINICAL_PARAMETERS,
+    DOSE_FIT_CHOICES,
+    DOSE_METHOD_CHOICES,
+    DOSIMETRY_PARAMETERS,
     TRACER_CHOICES,
     ModelChoice,
     clinicalFromParameterValues,
+    dosimetryReady,
 )
 
 dependencies.preferBundledPackages(MODULE_DIR)
@@ -275,6 +280,18 @@ class PSMADosePredictParameterNode:
     # Results
     resultsTable: vtkMRMLTableNode
     resultsChart: vtkMRMLPlotChartNode
+    # Post-therapy dosimetry (psmadose.dosimetry). Empty folders read back as "." (PSMADosePredictLib.parameters.
+    # optionalPath); method and fit lists are the core's, imported when the parameter node is first used.
+    dosimetryStudyDir: pathlib.Path
+    dosimetryOutDir: pathlib.Path
+    dosimetryMethod: Annotated[str, Choice(DOSE_METHOD_CHOICES)] = "vsv"
+    dosimetryFit: Annotated[str, Choice(DOSE_FIT_CHOICES)] = "auto"
+    dosimetryRegister: bool = False
+    dosimetryIntoCase: pathlib.Path
+    dosimetryOverwrite: bool = False
+    dosimetryDoseVolume: vtkMRMLScalarVolumeNode
+    dosimetryTable: vtkMRMLTableNode
+    dosimetryChart: vtkMRMLPlotChartNode
 
 
 #
@@ -355,6 +372,10 @@ class PSMADosePredictWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentTypesTable.horizontalHeader().setStretchLastSection(True)
         self.ui.regionSegmentSelector.noneEnabled = True
         self.ui.regionSegmentSelector.segmentationNodeSelectorVisible = False
+        for pathEdit in (self.ui.dosimetryStudyPathLineEdit, self.ui.dosimetryOutPathLineEdit,
+                         self.ui.dosimetryIntoPathLineEdit):
+            pathEdit.filters = pathEdit.Dirs | pathEdit.Drives | pathEdit.NoDot | pathEdit.NoDotDot
+            pathEdit.options = pathEdit.ShowDirsOnly
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -372,6 +393,8 @@ class PSMADosePredictWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.showChartButton: (self.onShowChart, False),
             self.ui.exportButton: (self.onExport, False),
             self.ui.restoreColorsButton: (self.onRestoreColors, False),
+            self.ui.runDosimetryButton: (self.onRunDosimetry, False),
+            self.ui.showDosimetryButton: (self.onShowDosimetry, True),
         }
         for button, (handler, waitCursor) in buttons.items():
             button.connect("clicked(bool)",
@@ -470,6 +493,16 @@ class PSMADosePredictWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.lesionThresholdSuvSpinBox.enabled = useSuv
         self.ui.lesionPercentSpinBox.enabled = not useSuv
         self.ui.modelPathLineEdit.text = p.modelPath if p is not None else ""
+        # Enabled from the parameter node (observed), not from the path fields' signals: PythonQt calls slots in
+        # connection order, so a slot on currentPathChanged could run before the parameter node has the new path.
+        canRunDosimetry = p is not None and not self._running and dosimetryReady(
+            {name: getattr(p, name) for name in DOSIMETRY_PARAMETERS})
+        self.ui.runDosimetryButton.enabled = canRunDosimetry
+        self.ui.runDosimetryButton.toolTip = (
+            _("Compute post-therapy absorbed doses from the study's time points") if canRunDosimetry
+            else _("Choose a study folder and an output folder"))
+        self.ui.showDosimetryButton.enabled = p is not None and bool(p.dosimetryDoseVolume or p.dosimetryTable
+                                                                     or p.dosimetryChart)
 
     # Inputs
 
@@ -631,6 +664,19 @@ class PSMADosePredictWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
             restoreOriginalColors(self._parameterNode.segmentation)
 
+    # Post-therapy dosimetry
+
+    def onRunDosimetry(self) -> None:
+        outputs = self._withProgress(_("Post-therapy dosimetry"),
+                                     lambda progress: self.logic.runDosimetry(self._parameterNode,
+                                                                              progressCallback=progress))
+        self.log(_("Dosimetry written to {path}").format(path=outputs.outDir))
+        self.onShowDosimetry()
+
+    def onShowDosimetry(self) -> None:
+        self.logic.showDosimetryResults(self._parameterNode)
+        slicer.util.resetSliceViews()  # fit the slice views to the dose map
+
 
 #
 # Logic
@@ -708,6 +754,27 @@ class PSMADosePredictLogic(ScriptedLoadableModuleLogic):
         p.resultsTable, p.resultsChart = outputs.tableNode, outputs.chartNode
         return outputs
 
+    def runDosimetry(self, p: PSMADosePredictParameterNode, progressCallback=None):
+        """Post-therapy dosimetry of the study folder of ``p`` (PSMADosePredictLib.dosimetry.runDosimetry); the
+        dose map, doses table and TAC chart are stored in ``p``. Raises InputError for bad input, CancelledError."""
+        from PSMADosePredictLib.dosimetry import runDosimetry
+        from PSMADosePredictLib.parameters import dosimetryArguments
+
+        arguments = dosimetryArguments({name: getattr(p, name) for name in DOSIMETRY_PARAMETERS})
+        outputs = runDosimetry(**arguments, progressCallback=progressCallback, logCallback=self.lib.log)
+        with slicer.util.NodeModify(p.parameterNode):
+            p.dosimetryDoseVolume = outputs.doseVolumeNode
+            p.dosimetryTable = outputs.tableNode
+            p.dosimetryChart = outputs.tacChartNode
+        return outputs
+
+    def showDosimetryResults(self, p: PSMADosePredictParameterNode) -> None:
+        """Dose map in the slice views, doses table and TAC chart in a layout with table and plot views."""
+        from PSMADosePredictLib.dosimetry import showDosimetryResults
+
+        showDosimetryResults(p.dosimetryDoseVolume, p.dosimetryTable, p.dosimetryChart,
+                             appLogic=slicer.app.applicationLogic())
+
     def findLesions(self, p: PSMADosePredictParameterNode, regionSegmentName: str | None = None) -> list[str]:
         from PSMADosePredictLib.lesions import LesionSettings, addLesionSegments
 
@@ -775,6 +842,8 @@ class PSMADosePredictTest(ScriptedLoadableModuleTest):
         self.test_PredictVirtualPatient()
         self.setUp()
         self.test_SampleDataEntry()
+        self.setUp()
+        self.test_Dosimetry()
 
     def test_PredictVirtualPatient(self):
         import pathlib
@@ -817,4 +886,23 @@ class PSMADosePredictTest(ScriptedLoadableModuleTest):
         p = PSMADosePredictLogic().getParameterNode()
         self.assertEqual(p.petVolume, pet)
         self.assertIsNotNone(p.segmentation)
+        self.delayDisplay("Test passed")
+
+    def test_Dosimetry(self):
+        """The dosimetry section's Logic on a virtual patient's SPECT time points (a simulator case is a study)."""
+        import pathlib
+        import tempfile
+
+        self.delayDisplay("Post-therapy dosimetry of a virtual patient")
+        logic = PSMADosePredictLogic()
+        p = logic.getParameterNode()
+        case = logic.loadVirtualPatientIntoScene(tempfile.mkdtemp(prefix="PSMADosePredictTest-"))
+        p.dosimetryStudyDir = case.directory
+        p.dosimetryOutDir = pathlib.Path(tempfile.mkdtemp(prefix="PSMADosePredictTest-")) / "dosimetry"
+        p.dosimetryMethod = "lde"
+        outputs = logic.runDosimetry(p, progressCallback=lambda fraction, message: True)
+        self.assertEqual(p.dosimetryDoseVolume, outputs.doseVolumeNode)
+        self.assertEqual(p.dosimetryChart.GetNumberOfPlotSeriesNodes(), len(outputs.result.segments))
+        logic.showDosimetryResults(p)
+        self.assertEqual(slicer.app.layoutManager().layout, slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotTableView)
         self.delayDisplay("Test passed")

@@ -1,4 +1,5 @@
-"""State of the module that is not widgets: clinical values <-> parameters, the model choice and its trust.
+"""State of the module that is not widgets: clinical values <-> parameters, the model choice and its trust, the
+settings of the post-therapy dosimetry section.
 
 Pure Python; psmadose is imported inside the functions that need it, so the module file can import the
 constants here (for its parameter node class) before the core's dependencies are installed.
@@ -6,8 +7,9 @@ constants here (for its parameter node class) before the core's dependencies are
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +126,94 @@ class ModelChoice:
         self.path = normalized
         return normalized
 
+
+
+# -------------------------------------------------------------------------------- post-therapy dosimetry
+
+class CoreChoices(Sequence):
+    """The allowed values of a parameter, read from a constant of the core (``module.attribute``) on first use.
+
+    The module file declares its parameter node class (``Choice(...)``) before the core's Python dependencies may
+    be installed, so the core is not imported here: the list is imported the first time it is iterated, indexed or
+    searched, which happens when the parameter node is created or its GUI connected (after installation). The
+    lists are the core's, never copies: a method added to the core appears in the combo box.
+    """
+
+    def __init__(self, module: str, attribute: str) -> None:
+        self.module, self.attribute = module, attribute
+        self._values: tuple | None = None
+
+    def values(self) -> tuple:
+        if self._values is None:
+            self._values = tuple(getattr(importlib.import_module(self.module), self.attribute))
+        return self._values
+
+    def __getitem__(self, index):
+        return self.values()[index]
+
+    def __len__(self) -> int:
+        return len(self.values())
+
+    def __contains__(self, value) -> bool:
+        return value in self.values()
+
+    def __iter__(self):
+        return iter(self.values())
+
+    def __repr__(self) -> str:  # no import just to describe it (parameterNodeWrapper logs validators)
+        loaded = "" if self._values is None else f" = {list(self._values)}"
+        return f"{self.module}.{self.attribute}{loaded}"
+
+
+DOSE_METHOD_CHOICES = CoreChoices("psmadose.dosimetry", "DOSE_METHODS")  # vsv, lde, sphere
+DOSE_FIT_CHOICES = CoreChoices("psmadose.dosimetry.kinetics", "METHODS")  # auto, mono, bi, trapezoid, ...
+
+# Parameter field -> keyword argument of PSMADosePredictLib.dosimetry.runDosimetry.
+DOSIMETRY_PARAMETERS = {
+    "dosimetryStudyDir": "studyDir", "dosimetryOutDir": "outDir", "dosimetryMethod": "method",
+    "dosimetryFit": "fit", "dosimetryRegister": "register", "dosimetryIntoCase": "into",
+    "dosimetryOverwrite": "overwrite",
+}
+
+
+def optionalPath(value: str | os.PathLike | None) -> Path | None:
+    """A folder chosen in a path field, or None when none was chosen.
+
+    An empty ``pathlib.Path`` parameter stores and reads back "." (``Path("")`` is ``Path(".")``), which is what an
+    empty ctkPathLineEdit gives: it means "not set", never the working directory.
+    """
+    text = "" if value is None else os.fspath(value).strip()
+    if text in ("", "."):
+        return None
+    return Path(text).expanduser()
+
+
+def dosimetryReady(values: Mapping[str, Any]) -> bool:
+    """Whether the dosimetry can run: a study folder and an output folder are set."""
+    return optionalPath(values.get("dosimetryStudyDir")) is not None and \
+        optionalPath(values.get("dosimetryOutDir")) is not None
+
+
+def dosimetryArguments(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of ``runDosimetry`` from the dosimetry parameter values (``DOSIMETRY_PARAMETERS``).
+
+    Raises ``psmadose.errors.InputError`` (one line, said to the user) when the study or output folder is not set
+    or a method/fit is not one of the core's. Everything else (missing files, an existing output folder without
+    overwrite, an output inside the study) is checked by the core, before any work.
+    """
+    from psmadose.errors import InputError
+
+    study, out = optionalPath(values.get("dosimetryStudyDir")), optionalPath(values.get("dosimetryOutDir"))
+    if study is None:
+        raise InputError("no study folder chosen: choose the folder with the spect_<HOURS>h time points")
+    if out is None:
+        raise InputError("no output folder chosen: choose a new folder for the dosimetry results")
+    method, fit = str(values.get("dosimetryMethod", "vsv")), str(values.get("dosimetryFit", "auto"))
+    if method not in DOSE_METHOD_CHOICES:
+        raise InputError(f"dose method {method!r} is not one of {', '.join(DOSE_METHOD_CHOICES)}")
+    if fit not in DOSE_FIT_CHOICES:
+        raise InputError(f"fit {fit!r} is not one of {', '.join(DOSE_FIT_CHOICES)}")
+    return {"studyDir": study, "outDir": out, "method": method, "fit": fit,
+            "register": bool(values.get("dosimetryRegister", False)),
+            "into": optionalPath(values.get("dosimetryIntoCase")),
+            "overwrite": bool(values.get("dosimetryOverwrite", False))}

@@ -92,3 +92,79 @@ def test_module_metadata():
     assert "SNMMI 2026" in source and "not clinically validated" in source
     assert "ScriptedLoadableModuleTest" in source
     compile(source, str(MODULE_FILE), "exec")
+
+
+# ------------------------------------------------------------------------------- post-therapy dosimetry
+
+DOSIMETRY_WIDGETS = {  # parameter -> (widget class, widget name)
+    "dosimetryStudyDir": ("ctkPathLineEdit", "dosimetryStudyPathLineEdit"),
+    "dosimetryOutDir": ("ctkPathLineEdit", "dosimetryOutPathLineEdit"),
+    "dosimetryMethod": ("QComboBox", "dosimetryMethodComboBox"),
+    "dosimetryFit": ("QComboBox", "dosimetryFitComboBox"),
+    "dosimetryRegister": ("QCheckBox", "dosimetryRegisterCheckBox"),
+    "dosimetryIntoCase": ("ctkPathLineEdit", "dosimetryIntoPathLineEdit"),
+    "dosimetryOverwrite": ("QCheckBox", "dosimetryOverwriteCheckBox"),
+    "dosimetryDoseVolume": ("qMRMLNodeComboBox", "dosimetryDoseVolumeSelector"),
+    "dosimetryTable": ("qMRMLNodeComboBox", "dosimetryTableSelector"),
+    "dosimetryChart": ("qMRMLNodeComboBox", "dosimetryChartSelector"),
+}
+
+
+def dosimetry_section() -> ET.Element:
+    for widget in ET.parse(UI_FILE).getroot().iter("widget"):
+        if widget.get("name") == "dosimetryCollapsibleButton":
+            return widget
+    raise AssertionError("no dosimetryCollapsibleButton in the .ui")
+
+
+def test_dosimetry_section_binds_its_widgets_to_the_parameter_node():
+    from PSMADosePredictLib.parameters import DOSIMETRY_PARAMETERS
+
+    section = dosimetry_section()
+    assert section.get("class") == "ctkCollapsibleButton"
+    properties = {p.get("name"): p for p in section.findall("property")}
+    assert properties["text"].findtext("string") == "Post-therapy dosimetry"
+    inside = {}
+    for widget in section.iter("widget"):
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                inside[prop.findtext("string")] = (widget.get("class"), widget.get("name"))
+    assert inside == DOSIMETRY_WIDGETS
+    assert set(DOSIMETRY_PARAMETERS) <= set(inside)
+    names = {w.get("name"): w for w in section.iter("widget")}
+    assert {"runDosimetryButton", "showDosimetryButton"} <= set(names)
+    for combo in ("dosimetryMethodComboBox", "dosimetryFitComboBox"):
+        assert names[combo].findall("item") == [], f"{combo}: items come from the core's lists, not the .ui"
+    node_types = {w.get("name"): w.find("property[@name='nodeTypes']/stringlist/string").text
+                  for w in section.iter("widget") if w.get("class") == "qMRMLNodeComboBox"}
+    assert node_types == {"dosimetryDoseVolumeSelector": "vtkMRMLScalarVolumeNode",
+                          "dosimetryTableSelector": "vtkMRMLTableNode",
+                          "dosimetryChartSelector": "vtkMRMLPlotChartNode"}
+    receivers = {c.findtext("receiver") for c in ET.parse(UI_FILE).getroot().iter("connection")
+                 if c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
+    assert set(node_types) <= receivers, "node combo boxes without the scene"
+
+
+def module_class_defaults(class_name: str = "PSMADosePredictParameterNode") -> dict:
+    for node in module_tree().body:
+        if isinstance(node, ast.ClassDef) and node.name == class_name:
+            return {s.target.id: ast.literal_eval(s.value) for s in node.body
+                    if isinstance(s, ast.AnnAssign) and s.value is not None}
+    raise AssertionError(class_name)
+
+
+def test_dosimetry_parameters_types_and_defaults_are_the_cores():
+    from psmadose.dosimetry import DOSE_METHODS, Settings
+    from psmadose.dosimetry.kinetics import METHODS
+
+    fields, defaults = parameter_fields(), module_class_defaults()
+    for name in ("dosimetryStudyDir", "dosimetryOutDir", "dosimetryIntoCase"):
+        assert fields[name] == "pathlib.Path", name  # ctkPathLineEdit's connector needs a Path
+    assert fields["dosimetryMethod"] == "Annotated[str, Choice(DOSE_METHOD_CHOICES)]"
+    assert fields["dosimetryFit"] == "Annotated[str, Choice(DOSE_FIT_CHOICES)]"
+    assert fields["dosimetryRegister"] == fields["dosimetryOverwrite"] == "bool"
+    settings = Settings()
+    assert (defaults["dosimetryMethod"], defaults["dosimetryFit"], defaults["dosimetryRegister"]) == \
+        (settings.method, settings.fit, settings.register)
+    assert defaults["dosimetryMethod"] in DOSE_METHODS and defaults["dosimetryFit"] in METHODS
+    assert defaults["dosimetryOverwrite"] is False
