@@ -24,6 +24,7 @@ import vtk
 from matplotlib import colormaps
 from psmadose.dose_colors import DOSE_COLOR_RANGE_GY_PER_GBQ, DOSE_COLORMAP_NAME
 from psmadose.dosimetry import DosimetryResult, Settings, run_dosimetry
+from psmadose.dosimetry.cohort import is_cohort
 
 from .convert import loadVolumeNode
 
@@ -54,6 +55,7 @@ class DosimetryOutputs:
     doseVolumeNode: object
     tableNode: object
     tacChartNode: object
+    summary: dict | None = None  # a folder of studies: counts of succeeded / failed (psmadose.dosimetry.cohort)
 
 
 def _value(segment, column: str, activity_gbq: float):
@@ -137,6 +139,8 @@ def runDosimetry(studyDir: str | Path, outDir: str | Path, *, method: str = "vsv
         return progressCallback(done / max(total, 1), "post-therapy dosimetry")
 
     settings = Settings(method=method, fit=fit, register=register)
+    if is_cohort(Path(studyDir)):
+        return _runCohort(Path(studyDir), Path(outDir), settings, into, overwrite, progress, say, scene)
     result = run_dosimetry(Path(studyDir), Path(outDir), settings, into=Path(into) if into else None,
                            overwrite=overwrite, progress=progress)
     say(f"dosimetry of {Path(studyDir).name}: {len(result.segments)} segments, method {method}; wrote {outDir}")
@@ -145,6 +149,37 @@ def runDosimetry(studyDir: str | Path, outDir: str | Path, *, method: str = "vsv
     doseNode.SetAttribute("PSMADosePredict.DoseMethod", result.settings.method)
     return DosimetryOutputs(Path(outDir), result, doseNode, dosesTableNode(result, scene),
                             tacChartNode(result, scene))
+
+
+def _runCohort(studiesDir: Path, outDir: Path, settings, into, overwrite: bool, progress, say, scene):
+    """A folder of studies (``psmadose.dosimetry.cohort``), one after the other in Slicer's process: OUT/<study>/
+    per study, and the reference doses of every study as one table node (no single dose map or chart)."""
+    from psmadose.batch import failure_line
+    from psmadose.dosimetry.cohort import REFERENCE_TABLE, SUMMARY, run_dosimetry_cohort
+
+    summary = run_dosimetry_cohort(studiesDir, outDir, settings, into=Path(into) if into else None,
+                                   overwrite=overwrite, workers=1, progress=progress)
+    say(f"dosimetry of {summary['succeeded']} studies of {studiesDir.name} (method {settings.method}), "
+        f"{summary['failed']} failed; wrote {outDir}" + (f"; doses written into {summary['written_into']} cases"
+                                                         if into else ""))
+    if summary["failed"]:
+        say(failure_line(summary, outDir, SUMMARY, ("study(ies)", "studies")).replace("error: ", "warning: ", 1))
+    scene = scene if scene is not None else slicer.mrmlScene
+    table = _readTable(outDir / REFERENCE_TABLE, scene)
+    table.SetName(scene.GenerateUniqueName(f"reference doses of {studiesDir.name}"))
+    table.SetAttribute("PSMADosePredict.DoseMethod", settings.method)
+    table.SetLocked(True)
+    return DosimetryOutputs(outDir, None, None, table, None, summary)
+
+
+def _readTable(path: Path, scene):
+    node = scene.AddNewNodeByClass("vtkMRMLTableNode")
+    storage = scene.AddNewNodeByClass("vtkMRMLTableStorageNode")
+    storage.SetFileName(str(path))
+    if not storage.ReadData(node):
+        raise ValueError(f"{path}: could not be read as a table")
+    scene.RemoveNode(storage)
+    return node
 
 
 def activityOf(node) -> float:
