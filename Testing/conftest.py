@@ -10,6 +10,18 @@ from pathlib import Path
 import pytest
 
 
+# Tests that start real processes (the CLI, a Dask cluster, Chromium, a Slicer-like interpreter) are marked
+# 'process': the everyday fast tier leaves them out (README: scripts/test.sh --fast).
+PROCESS_FIXTURES = {"cli", "cluster"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())) or "distributed" in item.path.parts:
+            item.add_marker(pytest.mark.process)
+
+
 @pytest.fixture(scope="session")
 def demo_cohort(tmp_path_factory) -> Path:
     """The 'demo' preset (one patient, CT on its own grid) with post-therapy SPECT at 4/24/96 h."""

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.mrml
+pytestmark = [pytest.mark.mrml, pytest.mark.process]
 
 MODULE_DIR = Path(__file__).resolve().parents[2] / "PSMADosePredict"
 SLICER_BUNDLED = ("numpy", "scipy", "SimpleITK", "pydicom", "pillow", "packaging", "requests", "urllib3", "idna",
