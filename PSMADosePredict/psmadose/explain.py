@@ -69,7 +69,7 @@ def typical_values(domain: dict, structure_type: str, features: list[str]) -> di
 
 def explain_group(model, rows: pd.DataFrame, domain: dict, top: int = TOP) -> list[dict]:
     """One explanation per row of ``rows`` (segments of the model's group), in row order."""
-    used = set(getattr(model, "features_in_", [])) | {UPTAKE_FEATURE, "weight_kg"}
+    used = set(getattr(model, "feature_names_in_", [])) | {UPTAKE_FEATURE, "weight_kg"}
     groups = {name: [f for f in features if f in used and f in rows.columns]
               for name, features in FEATURE_GROUPS.items()}
     groups = {name: features for name, features in groups.items() if features}

@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_selection import SelectKBest, f_regression
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import RidgeCV
@@ -120,13 +122,14 @@ class MixedEffectsRegressor(RegressorMixin, BaseEstimator):
     """Fixed effects by any regressor plus a random intercept per patient, fitted by EM (MERF).
 
     A new patient's random effect is unknown, so predictions use the fixed effects only; the random intercept
-    keeps patients with many lesions from dominating the fixed-effects fit. EM stops after ``max_iter``
-    iterations or when the variance components change by less than ``tol`` (relative); ``n_iter_`` says which.
-    ``tol=0`` runs all ``max_iter`` iterations (what training uses, so models rebuild byte for byte).
+    keeps patients with many lesions from dominating the fixed-effects fit. EM stops when both variance
+    components change by less than ``tol`` (relative) in one iteration, or after ``max_iter`` iterations (with a
+    ``ConvergenceWarning``); ``n_iter_`` says how many ran. ``tol=0`` runs exactly ``max_iter`` iterations, no
+    warning: the ``physics_mixed`` candidate does that (``MIXED_EM_ITERATIONS``), as the bundled model was built.
     ``fixed_effects=None``: ordinary least squares.
     """
 
-    def __init__(self, fixed_effects=None, max_iter: int = 8, tol: float = 0.0):
+    def __init__(self, fixed_effects=None, max_iter: int = 100, tol: float = 1e-4):
         self.fixed_effects = fixed_effects
         self.max_iter = max_iter
         self.tol = tol
@@ -157,6 +160,11 @@ class MixedEffectsRegressor(RegressorMixin, BaseEstimator):
             change = max(abs(sigma_b2 - previous[0]) / previous[0], abs(sigma_e2 - previous[1]) / previous[1])
             if self.tol > 0 and change < self.tol:
                 break
+        else:
+            if self.tol > 0:
+                warnings.warn(f"MixedEffectsRegressor: EM did not converge in {self.n_iter_} iterations (relative "
+                              f"change of the variance components {change:.2g} > tol={self.tol:g}); raise max_iter",
+                              ConvergenceWarning, stacklevel=2)
         self.fixed_effects_ = model
         self.sigma_b2_, self.sigma_e2_ = sigma_b2, sigma_e2
         return self
@@ -177,28 +185,59 @@ CANDIDATES = ("population_mean", "physics", "physics_ridge", "physics_trees", "p
 BASELINES = ("population_mean", "physics")
 N_PHYSICS_COLUMNS = 2  # design-matrix columns before the correction features: stratum code, ln unit dose
 CORRECTION_QUANTILES = (0.005, 0.995)  # the learned correction is clipped to this range of training corrections
+MIXED_EM_ITERATIONS = 8  # physics_mixed: a fixed number of EM iterations (tol=0), as the bundled model was built
+
+
+def _validated_physics(estimator, X, y=None, *, reset: bool):
+    """``validate_data`` for the physics estimators (float64, NaN allowed), plus what it cannot check per column:
+    at least the two physics columns and a finite stratum code in column 0. NaN is legitimate elsewhere: in
+    ln unit dose (column 1) for a structure without positive uptake, and in correction features (imputed or
+    handled by the correction estimator). Because NaN is not accepted everywhere, the estimators keep scikit-learn's
+    default tag ``allow_nan=False``."""
+    kwargs = {"dtype": np.float64, "ensure_all_finite": "allow-nan", "reset": reset}
+    if reset:  # fit: X and y
+        X, y = validate_data(estimator, X, y, y_numeric=True, **kwargs)
+    else:
+        X = validate_data(estimator, X, **kwargs)
+    if X.shape[1] < N_PHYSICS_COLUMNS:
+        raise ValueError(f"{type(estimator).__name__} needs at least {N_PHYSICS_COLUMNS} columns (stratum code, "
+                         f"ln unit dose); X has {X.shape[1]} feature(s)")
+    if not np.isfinite(X[:, 0]).all():
+        raise ValueError(f"Input X contains NaN or infinity in column 0 (the stratum code); "
+                         f"{type(estimator).__name__} needs a finite code on every row")
+    return (X, y) if reset else X
 
 
 class PhysicsBaseline(RegressorMixin, BaseEstimator):
     """ln dose = ln R(stratum) + ln unit dose; X[:, 0] codes the stratum (structure type x tracer), X[:, 1] is
-    ln unit dose (``psmadose.physics``). ln R is calibrated per stratum on the training rows."""
+    ln unit dose (``psmadose.physics``). ln R is calibrated per stratum on the training rows.
+
+    X[:, 1] may be NaN (no positive uptake, so no physics dose): such rows are left out of the calibration and
+    predicted as NaN (the applicability domain flags them). Columns after the first two are accepted and ignored.
+    """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.regressor_tags.poor_score = True  # no free slope: arbitrary regression data is not a unit dose
+        return tags
 
     def fit(self, X, y):
-        X = np.asarray(X, dtype=float)
+        X, y = _validated_physics(self, X, y, reset=True)
         codes, values, overall = calibrate_log_ratio(np.asarray(y, dtype=float), X[:, 1], X[:, 0])
         self.codes_, self.log_ratios_, self.overall_log_ratio_ = np.array(codes, dtype=float), values, overall
         return self
 
-    def log_ratio(self, X) -> np.ndarray:
-        check_is_fitted(self, "log_ratios_")
-        codes = np.asarray(X, dtype=float)[:, 0]
-        out = np.full(len(codes), self.overall_log_ratio_)
+    def _log_ratio(self, X: np.ndarray) -> np.ndarray:
+        """ln R of each row of a validated X."""
+        out = np.full(len(X), self.overall_log_ratio_)
         for code, value in zip(self.codes_, self.log_ratios_):
-            out[codes == code] = value
+            out[X[:, 0] == code] = value
         return out
 
     def predict(self, X):
-        return np.asarray(X, dtype=float)[:, 1] + self.log_ratio(X)
+        check_is_fitted(self, "log_ratios_")
+        X = _validated_physics(self, X, reset=False)
+        return X[:, 1] + self._log_ratio(X)
 
 
 class PhysicsCorrected(RegressorMixin, BaseEstimator):
@@ -206,37 +245,52 @@ class PhysicsCorrected(RegressorMixin, BaseEstimator):
 
     The correction's inputs are clipped to their training range and its output to the
     ``CORRECTION_QUANTILES`` of the training corrections, so no input can move a dose far from physics.
+    NaN in the correction features is passed on to the correction estimator (which must impute or handle it);
+    NaN in ln unit dose (X[:, 1]) gives a NaN prediction, as for ``PhysicsBaseline``. Without correction features
+    (two columns) there is nothing to correct from: ``correction_`` is None and the prediction is the baseline.
+    ``mixed=True`` fits the correction as the fixed effects of a ``MixedEffectsRegressor`` with ``groups``
+    (patients) and a fixed ``MIXED_EM_ITERATIONS`` EM iterations.
     """
 
     def __init__(self, correction=None, mixed: bool = False):
         self.correction = correction
         self.mixed = mixed
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.regressor_tags.poor_score = True  # the physics part has no free slope (see PhysicsBaseline)
+        return tags
+
     def fit(self, X, y, groups=None):
-        X = np.asarray(X, dtype=float)
+        X, y = _validated_physics(self, X, y, reset=True)
         y = np.asarray(y, dtype=float)
         self.baseline_ = PhysicsBaseline().fit(X[:, :N_PHYSICS_COLUMNS], y)
         residual = y - self.baseline_.predict(X[:, :N_PHYSICS_COLUMNS])
         Z = X[:, N_PHYSICS_COLUMNS:]
         self.input_low_ = np.nanmin(Z, axis=0)
         self.input_high_ = np.nanmax(Z, axis=0)
-        estimator = MixedEffectsRegressor(self.correction) if self.mixed else clone(self.correction)
-        if self.mixed:
+        if Z.shape[1] == 0:
+            estimator = None
+        elif self.mixed:
+            estimator = MixedEffectsRegressor(self.correction, max_iter=MIXED_EM_ITERATIONS, tol=0.0)
             estimator.fit(Z, residual, groups=groups)
         else:
-            estimator.fit(Z, residual)
+            estimator = clone(self.correction).fit(Z, residual)
         self.correction_ = estimator
         self.bounds_ = np.quantile(residual, CORRECTION_QUANTILES)
         return self
 
-    def log_correction(self, X) -> np.ndarray:
-        check_is_fitted(self, "correction_")
-        Z = np.clip(np.asarray(X, dtype=float)[:, N_PHYSICS_COLUMNS:], self.input_low_, self.input_high_)
+    def _log_correction(self, X: np.ndarray) -> np.ndarray:
+        """The clipped correction of each row of a validated X."""
+        if self.correction_ is None:
+            return np.zeros(len(X))
+        Z = np.clip(X[:, N_PHYSICS_COLUMNS:], self.input_low_, self.input_high_)
         return np.clip(self.correction_.predict(Z), self.bounds_[0], self.bounds_[1])
 
     def predict(self, X):
-        X = np.asarray(X, dtype=float)
-        return self.baseline_.predict(X[:, :N_PHYSICS_COLUMNS]) + self.log_correction(X)
+        check_is_fitted(self, "correction_")
+        X = _validated_physics(self, X, reset=False)
+        return self.baseline_.predict(X[:, :N_PHYSICS_COLUMNS]) + self._log_correction(X)
 
 
 def _ridge(n_features: int) -> Pipeline:
@@ -281,7 +335,15 @@ def log_unit_dose(table: pd.DataFrame) -> np.ndarray:
 
 
 class DoseModel(RegressorMixin, BaseEstimator):
-    """Gy/GBq for one model group, from a feature table (pandas DataFrame) of that group's segments."""
+    """Gy/GBq for one model group, from a feature table (pandas DataFrame) of that group's segments.
+
+    Unlike a plain scikit-learn estimator it takes a whole feature table and reads its columns by name, so other
+    columns are ignored, not an error. After ``fit``, ``feature_names_in_`` (ndarray of str) names the columns
+    the learned correction reads (``group_features``, plus radiomics columns with ``feature_set="radiomics"``;
+    also set, and recorded in the model card, for the baselines that use none of them) and ``n_features_in_``
+    counts them. The physics baseline also reads ``structure_type``, ``suv_tissue`` (``UPTAKE_FEATURE``),
+    ``weight_kg`` and the ``tracer_*`` indicators.
+    """
 
     def __init__(self, group: str = "kidney", candidate: str = "physics_ridge", feature_set: str = "uptake"):
         self.group = group
@@ -295,22 +357,24 @@ class DoseModel(RegressorMixin, BaseEstimator):
         physics = np.column_stack([stratum_codes(table, self.group), log_unit_dose(table)])
         if self.candidate == "physics":
             return physics
-        return np.column_stack([physics, design_matrix(table, self.features_in_, LOG_FEATURES)])
+        return np.column_stack([physics, design_matrix(table, list(self.feature_names_in_), LOG_FEATURES)])
 
     def fit(self, table: pd.DataFrame, dose_gy_per_gbq, groups=None):
         if self.group not in GROUP_STRUCTURE_TYPES or self.candidate not in CANDIDATES or \
                 self.feature_set not in FEATURE_SETS:
             raise ValueError(f"unknown group/candidate/feature set {self.group}/{self.candidate}/{self.feature_set}")
-        self.features_in_ = group_features(self.group)
+        features = group_features(self.group)
         if self.feature_set == "radiomics":
             extra = radiomics_columns(table)
             if not extra:
                 raise InputError("the radiomics feature set was asked for but the feature table has no radiomics "
                                  "columns; install psmadose[radiomics] and recompute features")
-            self.features_in_ = self.features_in_ + extra
+            features = features + extra
+        self.feature_names_in_ = np.asarray(features, dtype=object)
+        self.n_features_in_ = len(features)
         X = self._matrix(table)
         y = np.log(np.asarray(dose_gy_per_gbq, dtype=float))
-        estimator = build_candidate(self.candidate, len(self.features_in_))
+        estimator = build_candidate(self.candidate, self.n_features_in_)
         if isinstance(estimator, PhysicsCorrected) and estimator.mixed:
             estimator.fit(X, y, groups=groups)
         else:
@@ -321,6 +385,16 @@ class DoseModel(RegressorMixin, BaseEstimator):
     def predict(self, table: pd.DataFrame) -> np.ndarray:
         check_is_fitted(self, "estimator_")
         return np.exp(self.estimator_.predict(self._matrix(table)))
+
+    def __setstate__(self, state):
+        # Models trained before psmadose named the correction features ``features_in_`` (a list): a site's own
+        # model file keeps loading (trusted), with the attributes of this version.
+        if "features_in_" in state and "feature_names_in_" not in state:
+            state = dict(state)
+            features = list(state.pop("features_in_"))
+            state["feature_names_in_"] = np.asarray(features, dtype=object)
+            state["n_features_in_"] = len(features)
+        super().__setstate__(state)
 
     def physics_gy_per_gbq(self, table: pd.DataFrame) -> np.ndarray | None:
         """The physics baseline of this model's calibration (None for the population-mean candidate)."""

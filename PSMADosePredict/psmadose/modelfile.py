@@ -28,8 +28,8 @@ CARD_FILE = "model_card.json"
 RADIOMICS_FILE = "radiomics_params.yaml"  # pyradiomics settings, present when the model uses radiomics
 BUNDLED_MODEL_NAME = "psmadose-virtual-v2"
 # Pinned by tools/build_bundled_model.py (model bytes; card content digest); checked at every load and by tests.
-BUNDLED_MODEL_SHA256 = "1b5caf545981057c9edfef0545336d161ae6d4ba7b93ce64eb08ebd5e2c65d9e"
-BUNDLED_CARD_SHA256 = "846ebc594b4738a647f7cebd129dfa343e71ed6ae356731bfb46634d59b946f1"
+BUNDLED_MODEL_SHA256 = "5f15b4844306c8cded6fc577849dd10151aed13108e7275542a1a115c3284fd5"
+BUNDLED_CARD_SHA256 = "25aa086d8393f9208ecbbf74149088b4748442b22971f5d63f415fc575c2f205"
 
 ALLOWED_TYPES = sorted({
     "psmadose.model.DoseModelSet", "psmadose.model.DoseModel", "psmadose.model.PopulationMeanRegressor",

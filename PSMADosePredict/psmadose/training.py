@@ -163,7 +163,7 @@ def train_models(table: pd.DataFrame, *, n_splits: int = 5, candidates=CANDIDATE
         "intended_use": INTENDED_USE,
         "feature_families": model_set.feature_families,
         "feature_sets_compared": list(feature_sets),
-        "features": {g: list(m.features_in_) for g, m in models.items()},
+        "features": {g: m.feature_names_in_.tolist() for g, m in models.items()},
         "selected": {g: report[g]["selected"] for g in report},
         "metrics": report,
         "metrics_note": (f"patient-grouped {n_splits}-fold cross-validation on the training cohort (virtual "

@@ -158,3 +158,26 @@ def test_a_model_from_before_conformal_intervals_is_refused_with_a_retrain_hint(
     _with_card(tmp_path, deterministic_skops_bytes(model_set))
     with pytest.raises(InputError, match="written by an older psmadose.*retrain it with 'psmadose train'"):
         load_model(tmp_path, trust=True)
+
+
+def test_a_model_from_before_feature_names_in_loads_with_this_versions_attributes(tmp_path):
+    """Model files written before issue 17 name the correction features ``features_in_`` (a list) and their
+    physics estimators have no ``n_features_in_``: a site's trusted model still loads and predicts the same."""
+    from psmadose.modelfile import deterministic_skops_bytes
+
+    model_set, _ = train_models(synthetic_table(20, 4), candidates=("physics", "physics_ridge"))
+    table = synthetic_table(3, 2, seed=9)
+    expected = model_set.predict(table)["predicted_gy_per_gbq"].to_numpy()
+    for model in model_set.models.values():
+        model.features_in_ = model.feature_names_in_.tolist()
+        del model.feature_names_in_, model.n_features_in_
+        for estimator in (model.estimator_, getattr(model.estimator_, "baseline_", None)):
+            if estimator is not None:
+                del estimator.n_features_in_
+    _with_card(tmp_path, deterministic_skops_bytes(model_set))
+    loaded = load_model(tmp_path, trust=True).model_set
+    for group, model in loaded.models.items():
+        assert not hasattr(model, "features_in_")
+        assert model.feature_names_in_.tolist() == model_set.models[group].features_in_
+        assert model.n_features_in_ == len(model.feature_names_in_)
+    np.testing.assert_array_equal(loaded.predict(table)["predicted_gy_per_gbq"].to_numpy(), expected)
