@@ -11,12 +11,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import logging
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import InputError
+
+log = logging.getLogger(__name__)
 
 # Called just before an output is committed; a front end registers its pending-stop check here, so a stop
 # whose exception Python swallowed (a signal landing in a finalizer) still discards the output.
@@ -27,15 +31,64 @@ def _check_before_commit() -> None:
     for check in before_commit:
         check()
 
+
 MARKER = ".psmadose-output"  # written into every output directory: psmadose replaces only what it wrote
+NAME_RESERVE = 80  # bytes of a name kept for the working copy's '.<name>.tmp-<host>-<pid>-XXXXXXXX<suffix>'
+
+
+def _owner() -> str:
+    """'<host>-<pid>-': working copies name the process that owns them, so a later run can tell a dead one's."""
+    host = "".join(c if c.isalnum() or c in "._" else "_" for c in socket.gethostname())[:30] or "host"
+    return f"{host}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: someone else's live process
+        return True
+    return True
+
+
+def remove_stale(out: Path) -> int:
+    """Remove the working copies that earlier runs to ``out`` on this host left when they were killed (kill -9,
+    power loss: nothing could clean up). Only names of psmadose's own pattern whose process is gone; a folder
+    also needs psmadose's marker inside. Returns how many were removed."""
+    host = _owner().rsplit("-", 2)[0]
+    removed = 0
+    for kind in ("tmp", "old"):
+        prefix = f".{out.name}.{kind}-{host}-"
+        try:
+            entries = [e for e in out.parent.iterdir() if e.name.startswith(prefix)]
+        except OSError:
+            return removed
+        for entry in entries:
+            pid = entry.name[len(prefix):].split("-", 1)[0]
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+            try:
+                if entry.is_dir() and not entry.is_symlink():
+                    if kind == "tmp" and not (entry / MARKER).is_file():
+                        continue
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            except OSError:
+                continue
+            removed += 1
+    if removed:
+        log.warning("removed %d temporary output(s) that a killed earlier run left beside %s", removed, out.name)
+    return removed
 
 
 def _check_length(out: Path) -> None:
     """Refuse names the file system cannot hold before any work (255 bytes a component, 4096 a path)."""
     longest = max((len(part.encode("utf-8", "surrogateescape")) for part in out.parts), default=0)
-    if longest > 255 - 40:  # room for the '.<name>.tmp-XXXXXXXX' working copy
-        raise InputError(f"{str(out)[:80]}...: a folder or file name of {longest} bytes is too long (limit about "
-                         "215); choose a shorter --out")
+    if longest > 255 - NAME_RESERVE:  # room for the working copy's longer name
+        raise InputError(f"{str(out)[:80]}...: a folder or file name of {longest} bytes is too long (limit "
+                         f"{255 - NAME_RESERVE}); choose a shorter --out")
     if len(str(out).encode("utf-8", "surrogateescape")) > 4000:
         raise InputError(f"{str(out)[:80]}...: the path is too long ({len(str(out))} characters); choose a "
                          "shorter --out")
@@ -82,7 +135,8 @@ def check_output_dir(out: Path, overwrite: bool, inputs=()) -> Path:
 def atomic_output_dir(out: Path, overwrite: bool = False, inputs=()) -> Iterator[Path]:
     """Yield a temporary directory that becomes ``out`` when the block completes without error."""
     out = check_output_dir(out, overwrite, inputs)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    remove_stale(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{_owner()}", dir=out.parent))
     try:
         (tmp / MARKER).write_text("written by psmadose; --overwrite may replace this folder as a whole\n",
                                   encoding="utf-8")
@@ -100,7 +154,7 @@ def _commit_dir(tmp: Path, out: Path, overwrite: bool, inputs) -> None:
     meanwhile (a concurrent run to the same --out): rename(2) onto a non-empty folder fails, and we say so."""
     if overwrite and out.exists():
         check_output_dir(out, overwrite, inputs)  # still a psmadose output (re-checked at the last moment)
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{_owner()}", dir=out.parent))
         os.replace(out, old / out.name)
         os.replace(tmp, out)
         shutil.rmtree(old, ignore_errors=True)
@@ -154,7 +208,8 @@ def atomic_output_file(out: Path, overwrite: bool = False, inputs=()) -> Iterato
     if not out.parent.is_dir() or not os.access(out.parent, os.W_OK | os.X_OK):
         raise InputError(f"{out.parent}: output folder does not exist or is not writable")
     suffix = "".join(out.suffixes)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.tmp-", suffix=suffix, dir=out.parent)
+    remove_stale(out)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.tmp-{_owner()}", suffix=suffix, dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -132,6 +132,13 @@ def test_killed_parent_takes_its_workers_along(folder, command):
     process.kill()
     process.communicate(timeout=60)
     _no_orphans(process.pid)
+    # What kill -9 leaves (its working copy) is removed by the next run to the same --out, and said.
+    assert _tmp_exists(folder)()
+    again = _start("predict", folder / "case", "--out", folder / "out", cwd=folder)
+    _, stderr = again.communicate(timeout=300)
+    assert again.returncode == 0, stderr[-1500:]
+    assert "removed 1 temporary output(s) that a killed earlier run left" in stderr, stderr[-1500:]
+    assert not _tmp_exists(folder)() and (folder / "out" / "doses.csv").is_file()
 
 
 def test_full_disk_is_one_line_and_leaves_nothing(folder):
