@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-
 # Tests that start real processes (the CLI, a Dask cluster, Chromium, a Slicer-like interpreter) are marked
 # 'process': the everyday fast tier leaves them out (README: scripts/test.sh --fast).
 PROCESS_FIXTURES = {"cli", "cluster"}

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import logging
+import os
 import shutil
 import socket
 import tempfile
