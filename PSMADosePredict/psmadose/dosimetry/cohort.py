@@ -28,6 +28,10 @@ def list_studies(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise InputError(f"{folder}: not a directory; give a STUDY folder or a folder of study folders")
     studies = sorted(p for p in folder.iterdir() if p.is_dir() and looks_like_study(p))
+    for study in studies:
+        if study.name in (SUMMARY, REFERENCE_TABLE) or study.name.startswith("."):
+            raise InputError(f"{study}: a study folder may not be named {study.name!r} (an output file of the "
+                             "cohort has that name, or it is hidden); rename the folder")
     if not studies:
         raise InputError(f"{folder}: no study folders (sub-folders holding spect_<HOURS>h time points); give a "
                          "STUDY folder or a folder of them")
