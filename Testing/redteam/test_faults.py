@@ -23,12 +23,20 @@ from redteam_helpers import tree  # noqa: E402
 pytestmark = pytest.mark.redteam
 
 
+def _as_from_a_terminal() -> None:
+    """A command typed in a terminal gets SIGINT and SIGHUP at their defaults. A test run started in the background
+    or under nohup passes them on as ignored, and psmadose rightly keeps ignoring them then (as any program does)."""
+    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def _start(*args, cwd: Path) -> subprocess.Popen:
     env = dict(os.environ)
     env.pop("PYTHONWARNINGS", None)
     env.setdefault("OMP_NUM_THREADS", "1")
     return subprocess.Popen([sys.executable, "-m", "psmadose.cli", *map(str, args)], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_as_from_a_terminal)
 
 
 def _group(pgid: int) -> list[int]:
