@@ -32,6 +32,12 @@ def dask_env() -> dict:
     return env
 
 
+def interruptible() -> None:
+    """preexec_fn: SIGINT at its default in the child, as in a terminal (a test run started in the background
+    passes it on as ignored, and psmadose then rightly ignores Ctrl-C)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @dataclass
 class DaskProcesses:
     """A scheduler and its workers, each a process of its own; ``address`` is the scheduler's."""

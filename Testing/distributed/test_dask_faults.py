@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from dask_helpers import dask_cluster, dask_env, run_cli, tree_bytes
+from dask_helpers import dask_cluster, dask_env, interruptible, run_cli, tree_bytes
 from psmadose.batch import run_batch
 from psmadose.errors import InputError
 from psmadose.executors import open_executor
@@ -53,7 +53,7 @@ def test_cancellation_stops_the_cluster_tasks(cluster, cohort_with_bad_case, tmp
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "psmadose.cli", "batch", str(cohort_with_bad_case), "--out",
                                 str(out), "--scheduler", cluster.address], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=dask_env())
+                               stderr=subprocess.PIPE, text=True, env=dask_env(), preexec_fn=interruptible)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list(tmp_path.glob(".out.tmp-*/vp00*")):
         time.sleep(0.05)
