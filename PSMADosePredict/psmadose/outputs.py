@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -144,9 +145,20 @@ def atomic_output_dir(out: Path, overwrite: bool = False, inputs=()) -> Iterator
         _check_before_commit()
         _commit_dir(tmp, out, overwrite, inputs)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_tree(tmp)
         raise
     os.chmod(out, 0o755)
+
+
+def _remove_tree(path: Path, attempts: int = 50) -> None:
+    """Remove a working copy, also while a task that cannot be interrupted (a Dask worker's, after a cancel) is
+    still adding to it: rmtree then meets a folder that is no longer empty; retry until it is gone (~5 s at most).
+    A task that starts writing after that fails, as its folder is gone."""
+    for _ in range(attempts):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.lexists(path):
+            return
+        time.sleep(0.1)
 
 
 def _commit_dir(tmp: Path, out: Path, overwrite: bool, inputs) -> None:
